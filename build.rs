@@ -1,0 +1,18 @@
+//! Compiles proto/etcdserverpb/*.proto with protox (pure Rust), so building needs no system protoc.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = [
+        "proto/etcdserverpb/kv.proto",
+        "proto/etcdserverpb/auth.proto",
+        "proto/etcdserverpb/rpc.proto",
+        "proto/etcdserverpb/raft_internal.proto",
+    ];
+    for proto in &protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let descriptors = protox::compile(protos, ["proto/etcdserverpb"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

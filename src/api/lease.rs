@@ -1,0 +1,145 @@
+//! etcd's Lease service: grants and revokes are raft commands; keep-alives and time-to-live are
+//! answered by the lessor (deadlines are not replicated, as in etcd).
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::command::Op;
+use crate::error::Error;
+use crate::node::Node;
+use crate::proto::etcdserverpb::{lease_server::Lease, *};
+use crate::store::apply::MAX_LEASE_TTL;
+use crate::store::Response as Applied;
+
+pub struct LeaseService {
+    node: Arc<Node>,
+}
+
+impl LeaseService {
+    pub fn new(node: Arc<Node>) -> LeaseService {
+        LeaseService { node }
+    }
+
+    /// A random positive lease id not in use.
+    fn fresh_id(&self) -> i64 {
+        loop {
+            let id = (rand::random::<u64>() >> 1) as i64;
+            if id != 0 && !self.node.lessor.contains(id) {
+                return id;
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        request: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let mut req = request.into_inner();
+        self.node.check_space()?;
+        if req.ttl > MAX_LEASE_TTL {
+            return Err(Error::LeaseTtlTooLarge.into());
+        }
+        req.ttl = req.ttl.max(self.node.config.min_lease_ttl());
+        if req.id == 0 {
+            req.id = self.fresh_id();
+        }
+        match self.node.propose(Op::LeaseGrant(req)).await?.response {
+            Applied::LeaseGrant(mut resp) => {
+                self.node.fill_header(&mut resp.header);
+                Ok(Response::new(resp))
+            }
+            _ => Err(Status::internal(
+                "raftkine: unexpected apply answer for lease grant",
+            )),
+        }
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let req = request.into_inner();
+        match self.node.propose(Op::LeaseRevoke(req)).await?.response {
+            Applied::LeaseRevoke(mut resp) => {
+                self.node.fill_header(&mut resp.header);
+                Ok(Response::new(resp))
+            }
+            _ => Err(Status::internal(
+                "raftkine: unexpected apply answer for lease revoke",
+            )),
+        }
+    }
+
+    type LeaseKeepAliveStream =
+        Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let node = self.node.clone();
+        let incoming = request.into_inner();
+        let answers = incoming.map(move |req| {
+            let req = req?;
+            let ttl = node.lessor.renew(req.id).unwrap_or(0);
+            Ok(LeaseKeepAliveResponse {
+                header: Some(node.header(node.store.revision())),
+                id: req.id,
+                ttl,
+            })
+        });
+        Ok(Response::new(Box::pin(answers)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let req = request.into_inner();
+        let header = Some(self.node.header(self.node.store.revision()));
+        let Some(times) = self.node.lessor.times(req.id) else {
+            return Ok(Response::new(LeaseTimeToLiveResponse {
+                header,
+                id: req.id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: vec![],
+            }));
+        };
+        let keys = if req.keys {
+            self.node.store.lease_keys(req.id)?
+        } else {
+            vec![]
+        };
+        Ok(Response::new(LeaseTimeToLiveResponse {
+            header,
+            id: req.id,
+            ttl: times.remaining_ttl,
+            granted_ttl: times.granted_ttl,
+            keys,
+        }))
+    }
+
+    async fn lease_leases(
+        &self,
+        _request: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        let leases = self
+            .node
+            .lessor
+            .ids()
+            .into_iter()
+            .map(|id| LeaseStatus { id })
+            .collect();
+        Ok(Response::new(LeaseLeasesResponse {
+            header: Some(self.node.header(self.node.store.revision())),
+            leases,
+        }))
+    }
+}

@@ -1,0 +1,368 @@
+//! etcd's Watch service. Each gRPC stream is one task holding its watchers. It takes applied
+//! revisions from the watch hub (push, never polling) and reads the table only to replay history
+//! (a start revision in the past) or to catch up after falling behind the hub's buffer.
+//!
+//! Invariant: `synced` is the revision up to which every watcher of the stream has been sent
+//! everything; progress answers carry it, so a progress reply never overtakes events it covers.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use prost::Message;
+use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::require_leader_if_asked;
+use crate::error::Error;
+use crate::node::Node;
+use crate::proto::etcdserverpb::watch_create_request::FilterType;
+use crate::proto::etcdserverpb::{
+    watch_request::RequestUnion, watch_server::Watch, WatchCancelRequest, WatchCreateRequest,
+    WatchRequest, WatchResponse,
+};
+use crate::proto::mvccpb::{event::EventType, Event};
+use crate::store::KeyRange;
+
+/// At most this many revisions of history go into one catch-up response (etcd's batch size).
+const CATCH_UP_REVISIONS: i64 = 1000;
+
+pub struct WatchService {
+    node: Arc<Node>,
+}
+
+impl WatchService {
+    pub fn new(node: Arc<Node>) -> WatchService {
+        WatchService { node }
+    }
+}
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
+
+    async fn watch(
+        &self,
+        request: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        require_leader_if_asked(&self.node, &request)?;
+        let incoming = request.into_inner();
+        let (out, responses) = mpsc::channel(256);
+        let stream = WatchStream {
+            node: self.node.clone(),
+            out,
+            watchers: BTreeMap::new(),
+            next_id: 0,
+            synced: 0,
+        };
+        tokio::spawn(stream.run(incoming));
+        Ok(Response::new(Box::pin(ReceiverStream::new(responses))))
+    }
+}
+
+/// The client went away.
+struct Closed;
+
+struct Watcher {
+    range: KeyRange,
+    prev_kv: bool,
+    no_put: bool,
+    no_delete: bool,
+    progress_notify: bool,
+    fragment: bool,
+    /// Events of this revision and later are still to be sent.
+    next_rev: i64,
+    /// Something was sent since the last progress tick.
+    sent_since_tick: bool,
+}
+
+impl Watcher {
+    fn select(&self, events: &[Event]) -> Vec<Event> {
+        events
+            .iter()
+            .filter(|e| {
+                let is_put = e.r#type == EventType::Put as i32;
+                let key = e.kv.as_ref().map(|kv| kv.key.as_slice()).unwrap_or(&[]);
+                self.range.contains(key) && !(is_put && self.no_put) && (is_put || !self.no_delete)
+            })
+            .map(|e| {
+                let mut e = e.clone();
+                if !self.prev_kv {
+                    e.prev_kv = None;
+                }
+                e
+            })
+            .collect()
+    }
+}
+
+struct WatchStream {
+    node: Arc<Node>,
+    out: mpsc::Sender<Result<WatchResponse, Status>>,
+    watchers: BTreeMap<i64, Watcher>,
+    next_id: i64,
+    synced: i64,
+}
+
+impl WatchStream {
+    async fn run(mut self, mut incoming: Streaming<WatchRequest>) {
+        let (mut feed, synced) = self.node.hub.subscribe();
+        self.synced = synced;
+        let mut progress = tokio::time::interval(self.node.config.watch_progress_notify_interval);
+        progress.tick().await;
+        loop {
+            let step = tokio::select! {
+                req = incoming.message() => match req {
+                    Ok(Some(req)) => self.on_request(req).await,
+                    Ok(None) | Err(_) => Err(Closed),
+                },
+                batch = feed.recv() => match batch {
+                    Ok(batch) if batch.revision > self.synced => {
+                        let sent = self.deliver(batch.revision, &batch.events, batch.revision).await;
+                        self.synced = batch.revision;
+                        sent
+                    }
+                    Ok(_) => Ok(()),
+                    Err(RecvError::Lagged(_)) => self.catch_up_all().await,
+                    Err(RecvError::Closed) => Err(Closed),
+                },
+                _ = progress.tick() => self.progress_tick().await,
+                _ = self.out.closed() => Err(Closed),
+            };
+            if step.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn send(&self, resp: WatchResponse) -> Result<(), Closed> {
+        self.out.send(Ok(resp)).await.map_err(|_| Closed)
+    }
+
+    fn response(&self, watch_id: i64, revision: i64) -> WatchResponse {
+        WatchResponse {
+            header: Some(self.node.header(revision)),
+            watch_id,
+            ..Default::default()
+        }
+    }
+
+    async fn on_request(&mut self, req: WatchRequest) -> Result<(), Closed> {
+        match req.request_union {
+            Some(RequestUnion::CreateRequest(c)) => self.create(c).await,
+            Some(RequestUnion::CancelRequest(WatchCancelRequest { watch_id })) => {
+                if self.watchers.remove(&watch_id).is_some() {
+                    let mut resp = self.response(watch_id, self.synced);
+                    resp.canceled = true;
+                    self.send(resp).await?;
+                }
+                Ok(())
+            }
+            Some(RequestUnion::ProgressRequest(_)) => {
+                // Every watcher has been sent everything up to `synced`.
+                self.send(self.response(-1, self.synced)).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn create(&mut self, c: WatchCreateRequest) -> Result<(), Closed> {
+        let id = if c.watch_id != 0 {
+            if self.watchers.contains_key(&c.watch_id) {
+                let mut resp = self.response(-1, self.synced);
+                resp.created = true;
+                resp.canceled = true;
+                resp.cancel_reason = "mvcc: duplicate watch ID provided on the WatchStream".into();
+                return self.send(resp).await;
+            }
+            c.watch_id
+        } else {
+            while self.watchers.contains_key(&self.next_id) {
+                self.next_id += 1;
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            id
+        };
+        let key = if c.key.is_empty() {
+            vec![0]
+        } else {
+            c.key.clone()
+        };
+        let start = if c.start_revision > 0 {
+            c.start_revision
+        } else {
+            self.synced + 1
+        };
+        let watcher = Watcher {
+            range: KeyRange::new(&key, &c.range_end),
+            prev_kv: c.prev_kv,
+            no_put: c.filters.contains(&(FilterType::Noput as i32)),
+            no_delete: c.filters.contains(&(FilterType::Nodelete as i32)),
+            progress_notify: c.progress_notify,
+            fragment: c.fragment,
+            next_rev: start,
+            sent_since_tick: false,
+        };
+        let mut created = self.response(id, self.synced);
+        created.created = true;
+        self.send(created).await?;
+        self.watchers.insert(id, watcher);
+        if start <= self.synced {
+            self.replay(id, start).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends watcher `id` the history from `from` up to `synced`.
+    async fn replay(&mut self, id: i64, from: i64) -> Result<(), Closed> {
+        let mut from = from;
+        while from <= self.synced {
+            let to = (from + CATCH_UP_REVISIONS - 1).min(self.synced);
+            let history = match self.node.store.events_between(from, to) {
+                Ok(h) => h,
+                Err(Error::Compacted) => return self.cancel_compacted(id).await,
+                Err(e) => {
+                    tracing::error!("watch replay: {e}");
+                    return Err(Closed);
+                }
+            };
+            let events: Vec<Event> = history.into_iter().map(|(_, e)| e).collect();
+            let Some(w) = self.watchers.get_mut(&id) else {
+                return Ok(());
+            };
+            let selected = w.select(&events);
+            w.next_rev = to + 1;
+            if !selected.is_empty() {
+                w.sent_since_tick = true;
+                let fragment = w.fragment;
+                self.send_events(id, self.synced, selected, fragment)
+                    .await?;
+            }
+            from = to + 1;
+        }
+        Ok(())
+    }
+
+    async fn cancel_compacted(&mut self, id: i64) -> Result<(), Closed> {
+        self.watchers.remove(&id);
+        let mut resp = self.response(id, self.synced);
+        resp.compact_revision = self.node.store.compact_revision();
+        resp.canceled = true;
+        resp.cancel_reason = Error::Compacted.to_string();
+        self.send(resp).await
+    }
+
+    /// Live events of one revision to every watcher that wants them.
+    async fn deliver(
+        &mut self,
+        revision: i64,
+        events: &[Event],
+        header_rev: i64,
+    ) -> Result<(), Closed> {
+        let mut outgoing = vec![];
+        for (id, w) in self.watchers.iter_mut() {
+            if w.next_rev > revision {
+                continue;
+            }
+            w.next_rev = revision + 1;
+            let selected = w.select(events);
+            if !selected.is_empty() {
+                w.sent_since_tick = true;
+                outgoing.push((*id, selected, w.fragment));
+            }
+        }
+        for (id, selected, fragment) in outgoing {
+            self.send_events(id, header_rev, selected, fragment).await?;
+        }
+        Ok(())
+    }
+
+    /// After lagging behind the hub: replay from the table everything up to the hub's last revision.
+    async fn catch_up_all(&mut self) -> Result<(), Closed> {
+        let target = self.node.hub.last_published();
+        while self.synced < target {
+            let from = self.synced + 1;
+            let to = (from + CATCH_UP_REVISIONS - 1).min(target);
+            let history = match self.node.store.events_between(from, to) {
+                Ok(h) => h,
+                Err(Error::Compacted) => {
+                    let ids: Vec<i64> = self.watchers.keys().copied().collect();
+                    for id in ids {
+                        self.cancel_compacted(id).await?;
+                    }
+                    self.synced = target;
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::error!("watch catch-up: {e}");
+                    return Err(Closed);
+                }
+            };
+            let mut by_revision: BTreeMap<i64, Vec<Event>> = BTreeMap::new();
+            for (rev, e) in history {
+                by_revision.entry(rev).or_default().push(e);
+            }
+            for (rev, events) in by_revision {
+                self.deliver(rev, &events, rev).await?;
+            }
+            self.synced = to;
+        }
+        Ok(())
+    }
+
+    /// One response, or several marked `fragment` when the watcher allows it and it is too large.
+    async fn send_events(
+        &self,
+        id: i64,
+        revision: i64,
+        events: Vec<Event>,
+        fragment: bool,
+    ) -> Result<(), Closed> {
+        let limit = self.node.config.max_request_bytes;
+        let total: usize = events.iter().map(|e| e.encoded_len()).sum();
+        if !fragment || total <= limit {
+            let mut resp = self.response(id, revision);
+            resp.events = events;
+            return self.send(resp).await;
+        }
+        let mut chunks: Vec<Vec<Event>> = vec![vec![]];
+        let mut size = 0;
+        for e in events {
+            let len = e.encoded_len();
+            if size + len > limit && chunks.last().is_some_and(|c| !c.is_empty()) {
+                chunks.push(vec![]);
+                size = 0;
+            }
+            size += len;
+            if let Some(last) = chunks.last_mut() {
+                last.push(e);
+            }
+        }
+        let n = chunks.len();
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let mut resp = self.response(id, revision);
+            resp.events = chunk;
+            resp.fragment = i + 1 < n;
+            self.send(resp).await?;
+        }
+        Ok(())
+    }
+
+    /// Periodic progress notifications to idle watchers that asked for them.
+    async fn progress_tick(&mut self) -> Result<(), Closed> {
+        let mut due = vec![];
+        for (id, w) in self.watchers.iter_mut() {
+            if w.progress_notify && !w.sent_since_tick {
+                due.push(*id);
+            }
+            w.sent_since_tick = false;
+        }
+        for id in due {
+            self.send(self.response(id, self.synced)).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,85 @@
+//! All settings of a serving node, as command-line flags (clap). Names follow etcd's flags where
+//! etcd has the setting, so an etcd command line mostly carries over.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+/// `raftkine serve` flags.
+#[derive(Args, Debug, Clone)]
+pub struct ServeConfig {
+    /// Directory holding the data (created when missing).
+    #[arg(long, default_value = "./raftkine-data", env = "RAFTKINE_STORAGE_DIR")]
+    pub storage_dir: PathBuf,
+
+    /// Client API listeners: tcp://HOST:PORT, http://HOST:PORT, https://HOST:PORT,
+    /// unix:///PATH or HOST:PORT. Repeat the flag or separate with commas.
+    #[arg(
+        long,
+        alias = "listen-client-urls",
+        value_delimiter = ',',
+        default_value = "tcp://127.0.0.1:2379"
+    )]
+    pub listen: Vec<String>,
+
+    /// Human-readable name of this member (etcd's --name).
+    #[arg(long, default_value = "default")]
+    pub name: String,
+
+    /// Largest request accepted, in bytes (etcd's default: 1.5 MiB).
+    #[arg(long, default_value_t = 1536 * 1024)]
+    pub max_request_bytes: usize,
+
+    /// Most operations in one txn branch.
+    #[arg(long, default_value_t = 128)]
+    pub max_txn_ops: usize,
+
+    /// Size of the data dir above which the NOSPACE alarm is raised and writes are refused.
+    #[arg(long, default_value_t = 2 * 1024 * 1024 * 1024)]
+    pub quota_backend_bytes: u64,
+
+    /// etcd version reported by Maintenance.Status (kube-apiserver enables features from it).
+    #[arg(long, default_value = "3.5.13")]
+    pub emulated_etcd_version: String,
+
+    /// TLS certificate (PEM) for the client listeners.
+    #[arg(long, requires = "key_file")]
+    pub cert_file: Option<PathBuf>,
+
+    /// TLS private key (PEM) for the client listeners.
+    #[arg(long, requires = "cert_file")]
+    pub key_file: Option<PathBuf>,
+
+    /// CA bundle (PEM) that client certificates must chain to; makes client certificates mandatory.
+    #[arg(long, requires = "cert_file")]
+    pub trusted_ca_file: Option<PathBuf>,
+
+    /// Raft heartbeat interval in milliseconds (etcd's default).
+    #[arg(long, default_value_t = 100)]
+    pub heartbeat_interval: u64,
+
+    /// Raft election timeout in milliseconds (etcd's default).
+    #[arg(long, default_value_t = 1000)]
+    pub election_timeout: u64,
+
+    /// How long a write or linearizable read may wait for raft before failing.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Interval of progress notifications to watches that asked for them.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub watch_progress_notify_interval: Duration,
+
+    /// Log level: error, warn, info, debug, trace (or a tracing filter).
+    #[arg(long, default_value = "info", env = "RAFTKINE_LOG")]
+    pub log_level: String,
+}
+
+impl ServeConfig {
+    /// The minimum lease TTL etcd derives from the election timeout (seconds, rounded up).
+    pub fn min_lease_ttl(&self) -> i64 {
+        let ms = 3 * self.election_timeout / 2;
+        ms.div_ceil(1000).max(1) as i64
+    }
+}

@@ -1,0 +1,25 @@
+//! raftkine: an etcd v3 compatible datastore for Kubernetes.
+//!
+//! Crate map (requests flow top to bottom; see README.md for the picture):
+//! - [`api`]: the etcd gRPC services; validate, translate to commands or reads, map errors.
+//! - [`node`]: wires the store, raft, the watch hub and the lessor into one handle the api uses.
+//! - [`raft`]: the raft-rs loop: proposals, ReadIndex, persistence of the log, applying commits.
+//! - [`store`]: the revision table in sled; `store::Store::apply` is the one mutation path.
+//! - [`watch`]: the hub that pushes applied events to watch streams.
+//! - [`lease`]: the lessor: lease deadlines, keep-alives, expiry proposals.
+//! - [`command`]: the commands raft carries.
+//! - [`error`]: error types and their etcd gRPC statuses, in one place.
+//! - [`config`], [`server`]: settings and listeners.
+//! - [`proto`]: generated etcd wire types.
+
+pub mod api;
+pub mod command;
+pub mod config;
+pub mod error;
+pub mod lease;
+pub mod node;
+pub mod proto;
+pub mod raft;
+pub mod server;
+pub mod store;
+pub mod watch;

@@ -1,0 +1,163 @@
+//! Client listeners: parses listen URLs (TCP, unix sockets), sets up TLS, and serves the etcd
+//! services plus gRPC health on each listener until shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use crate::api::Services;
+use crate::config::ServeConfig;
+use crate::error::{Error, Result};
+use crate::node::Node;
+
+/// Where to listen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+impl ListenAddr {
+    /// Parses `tcp://H:P`, `http://H:P`, `https://H:P`, `unix://PATH` or `H:P`. As in k8s-dqlite,
+    /// a unix URL is split only at `://`: `unix:///run/kine.sock:12379` names the file
+    /// `/run/kine.sock:12379`.
+    pub fn parse(url: &str) -> Result<ListenAddr> {
+        match url.split_once("://") {
+            Some(("unix", path)) | Some(("unixs", path)) => {
+                if path.is_empty() {
+                    return Err(Error::Config(format!("listen URL {url:?} has no path")));
+                }
+                Ok(ListenAddr::Unix(PathBuf::from(path)))
+            }
+            Some(("tcp", addr)) | Some(("http", addr)) | Some(("https", addr)) => {
+                Ok(ListenAddr::Tcp(addr.trim_end_matches('/').to_string()))
+            }
+            Some((scheme, _)) => Err(Error::Config(format!(
+                "listen URL {url:?}: unknown scheme {scheme:?} (use tcp://, http://, https:// or unix://)"
+            ))),
+            None => Ok(ListenAddr::Tcp(url.to_string())),
+        }
+    }
+}
+
+fn tls_config(config: &ServeConfig) -> Result<Option<ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&config.cert_file, &config.key_file) else {
+        return Ok(None);
+    };
+    let read = |p: &PathBuf| {
+        std::fs::read(p).map_err(|e| Error::Config(format!("reading {}: {e}", p.display())))
+    };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+    if let Some(ca) = &config.trusted_ca_file {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(Some(tls))
+}
+
+/// Binds every listener (failing fast when one cannot be bound), then serves until `shutdown`
+/// turns true.
+pub async fn serve(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Result<()> {
+    let tls = tls_config(&node.config)?;
+    let services = Services::new(node.clone());
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+
+    let mut tasks = vec![];
+    for url in &node.config.listen {
+        let addr = ListenAddr::parse(url)?;
+        let mut builder = Server::builder();
+        if let Some(tls) = tls.clone() {
+            builder = builder
+                .tls_config(tls)
+                .map_err(|e| Error::Config(format!("TLS: {e}")))?;
+        }
+        let router = builder
+            .add_service(services.kv.clone())
+            .add_service(services.watch.clone())
+            .add_service(services.lease.clone())
+            .add_service(services.maintenance.clone())
+            .add_service(services.cluster.clone())
+            .add_service(services.auth.clone())
+            .add_service(health.clone());
+        let mut stop = shutdown.clone();
+        let signal = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        match addr {
+            ListenAddr::Tcp(a) => {
+                let sock: SocketAddr = tokio::net::lookup_host(&a)
+                    .await?
+                    .next()
+                    .ok_or_else(|| Error::Config(format!("cannot resolve {a}")))?;
+                let listener = TcpListener::bind(sock).await?;
+                tracing::info!("serving the etcd API on {}", listener.local_addr()?);
+                let incoming = TcpListenerStream::new(listener);
+                tasks.push(tokio::spawn(
+                    router.serve_with_incoming_shutdown(incoming, signal),
+                ));
+            }
+            ListenAddr::Unix(path) => {
+                if path.exists() {
+                    std::fs::remove_file(&path)?;
+                }
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let listener = UnixListener::bind(&path)?;
+                set_owner_only(&path)?;
+                tracing::info!("serving the etcd API on unix socket {}", path.display());
+                let incoming = UnixListenerStream::new(listener);
+                tasks.push(tokio::spawn(
+                    router.serve_with_incoming_shutdown(incoming, signal),
+                ));
+            }
+        }
+    }
+    for task in tasks {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("listener stopped: {e}"),
+            Err(e) => tracing::error!("listener task failed: {e}"),
+        }
+    }
+    Ok(())
+}
+
+fn set_owner_only(path: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_listen_urls() {
+        assert_eq!(
+            ListenAddr::parse("tcp://127.0.0.1:2379").ok(),
+            Some(ListenAddr::Tcp("127.0.0.1:2379".into()))
+        );
+        assert_eq!(
+            ListenAddr::parse("http://0.0.0.0:2379").ok(),
+            Some(ListenAddr::Tcp("0.0.0.0:2379".into()))
+        );
+        assert_eq!(
+            ListenAddr::parse("unix:///var/snap/k/kine.sock:12379").ok(),
+            Some(ListenAddr::Unix("/var/snap/k/kine.sock:12379".into()))
+        );
+        assert_eq!(
+            ListenAddr::parse("localhost:2379").ok(),
+            Some(ListenAddr::Tcp("localhost:2379".into()))
+        );
+        assert!(ListenAddr::parse("ftp://x").is_err());
+    }
+}

@@ -1,0 +1,160 @@
+//! The revision table: etcd's MVCC key space kept in sled, with the one function that mutates it.
+//!
+//! - [`schema`]: how rows, indexes, leases and meta are laid out in one sled tree.
+//! - [`apply`]: `Store::apply`, the deterministic execution of a committed command.
+//! - [`read`]: ranges at any revision, and how a range request shapes its answer.
+//! - [`compact`]: removal of history superseded before a compaction revision.
+//! - [`history`]: reading applied events back in order (watch catch-up), hashes.
+
+pub mod apply;
+pub mod compact;
+pub mod history;
+pub mod read;
+pub mod schema;
+pub mod snapshot;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use prost::Message;
+
+use crate::error::{Error, Result};
+use crate::proto::mvccpb::KeyValue;
+use schema::*;
+
+pub use apply::{Applied, LeaseEffect, Response};
+pub use read::KeyRange;
+
+/// The revision table, shared by the apply thread (the only writer) and every reader.
+pub struct Store {
+    db: sled::Db,
+    table: sled::Tree,
+    revision: AtomicI64,
+    compact_revision: AtomicI64,
+    applied_index: AtomicU64,
+    /// Seqlock around batches: odd while a batch is being applied. Readers of the live table
+    /// check it did not move while they read, so a current read never sees half a transaction.
+    write_seq: AtomicU64,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(dir)?;
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .cache_capacity(64 * 1024 * 1024)
+            .mode(sled::Mode::LowSpace)
+            .open()?;
+        Self::with_db(db)
+    }
+
+    /// A store in a temporary sled database (tests).
+    pub fn temporary() -> Result<Store> {
+        Self::with_db(sled::Config::new().temporary(true).open()?)
+    }
+
+    fn with_db(db: sled::Db) -> Result<Store> {
+        let table = db.open_tree("revisions")?;
+        let meta = |name: &[u8]| -> Result<Option<i64>> {
+            match table.get(name)? {
+                Some(v) => decode_i64(&v)
+                    .map(Some)
+                    .ok_or_else(|| Error::Corrupt("meta value".into())),
+                None => Ok(None),
+            }
+        };
+        // An empty etcd starts at revision 1.
+        let revision = meta(META_REVISION)?.unwrap_or(1);
+        let compact = meta(META_COMPACT)?.unwrap_or(0);
+        let applied = meta(META_APPLIED)?.unwrap_or(0) as u64;
+        Ok(Store {
+            db,
+            table,
+            revision: AtomicI64::new(revision),
+            compact_revision: AtomicI64::new(compact),
+            applied_index: AtomicU64::new(applied),
+            write_seq: AtomicU64::new(0),
+        })
+    }
+
+    /// The sled database (the raft log lives in another tree of it, so one flush covers both).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    /// Current store revision (the main revision of the last write).
+    pub fn revision(&self) -> i64 {
+        self.revision.load(Ordering::Acquire)
+    }
+
+    pub fn compact_revision(&self) -> i64 {
+        self.compact_revision.load(Ordering::Acquire)
+    }
+
+    /// Raft index of the last applied command.
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index.load(Ordering::Acquire)
+    }
+
+    /// Bytes on disk (what etcd reports as db size).
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
+    /// Durably writes everything applied so far.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// All leases with their granted TTL.
+    pub fn leases(&self) -> Result<Vec<(i64, i64)>> {
+        let mut out = vec![];
+        for item in self.table.scan_prefix([LEASE]) {
+            let (k, v) = item?;
+            let id = decode_i64(&k[1..]).ok_or_else(|| Error::Corrupt("lease key".into()))?;
+            let ttl = decode_i64(&v).ok_or_else(|| Error::Corrupt("lease ttl".into()))?;
+            out.push((id, ttl));
+        }
+        Ok(out)
+    }
+
+    /// Granted TTL of a lease, if it exists.
+    pub fn lease_ttl(&self, id: i64) -> Result<Option<i64>> {
+        match self.table.get(lease_key(id))? {
+            Some(v) => Ok(decode_i64(&v)),
+            None => Ok(None),
+        }
+    }
+
+    /// Keys attached to a lease, sorted.
+    pub fn lease_keys(&self, id: i64) -> Result<Vec<Vec<u8>>> {
+        let prefix = lease_attachment_prefix(id);
+        let mut out = vec![];
+        for item in self.table.scan_prefix(&prefix) {
+            let (k, _) = item?;
+            out.push(k[prefix.len()..].to_vec());
+        }
+        Ok(out)
+    }
+
+    fn decode_row(bytes: &[u8]) -> Result<KeyValue> {
+        Ok(KeyValue::decode(bytes)?)
+    }
+
+    fn begin_write(&self) {
+        self.write_seq.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn end_write(&self) {
+        self.write_seq.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn set_revision(&self, revision: i64) {
+        self.revision.store(revision, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests;

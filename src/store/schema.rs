@@ -1,0 +1,191 @@
+//! How the revision table is laid out in one sled tree: key prefixes ("tables") and encodings.
+//!
+//! | prefix | key                                   | value                         |
+//! |--------|---------------------------------------|-------------------------------|
+//! | `r`    | main(8) sub(8)                        | row: mvccpb.KeyValue (history)|
+//! | `k`    | escaped(key) main(8) sub(8)           | empty: index key → revisions  |
+//! | `l`    | key                                   | live row: latest KeyValue     |
+//! | `L`    | lease id(8)                           | granted TTL (8)               |
+//! | `K`    | lease id(8) key                       | empty: keys attached to lease |
+//! | `m`    | name                                  | meta value (8-byte integers)  |
+//!
+//! Integers are big-endian so byte order is numeric order. A row with `version == 0` is a
+//! tombstone (the key was deleted at that revision). The `k` index escapes the user key so that
+//! (key, revision) pairs sort by key first even when keys contain 0x00: 0x00 becomes 0x00 0xFF
+//! and the key ends with 0x00 0x01.
+//! Keeping all tables in one tree makes every command one atomic sled batch.
+
+pub const ROW: u8 = b'r';
+pub const INDEX: u8 = b'k';
+pub const LIVE: u8 = b'l';
+pub const LEASE: u8 = b'L';
+pub const LEASE_KEY: u8 = b'K';
+pub const META: u8 = b'm';
+
+pub const META_REVISION: &[u8] = b"mrevision";
+pub const META_COMPACT: &[u8] = b"mcompact";
+pub const META_APPLIED: &[u8] = b"mapplied";
+
+/// A (main, sub) revision: main is the store revision of a transaction, sub the write's index in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Rev {
+    pub main: i64,
+    pub sub: i64,
+}
+
+impl Rev {
+    pub fn new(main: i64, sub: i64) -> Rev {
+        Rev { main, sub }
+    }
+
+    pub fn to_bytes(self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&(self.main as u64).to_be_bytes());
+        b[8..].copy_from_slice(&(self.sub as u64).to_be_bytes());
+        b
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Option<Rev> {
+        if b.len() != 16 {
+            return None;
+        }
+        let main = u64::from_be_bytes(b[..8].try_into().ok()?) as i64;
+        let sub = u64::from_be_bytes(b[8..].try_into().ok()?) as i64;
+        Some(Rev { main, sub })
+    }
+}
+
+pub fn row_key(rev: Rev) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17);
+    k.push(ROW);
+    k.extend_from_slice(&rev.to_bytes());
+    k
+}
+
+/// `k` + escaped(key): the prefix of every index entry of `key`.
+pub fn index_prefix(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 20);
+    k.push(INDEX);
+    for &b in key {
+        k.push(b);
+        if b == 0 {
+            k.push(0xFF);
+        }
+    }
+    k.push(0);
+    k.push(1);
+    k
+}
+
+pub fn index_key(key: &[u8], rev: Rev) -> Vec<u8> {
+    let mut k = index_prefix(key);
+    k.extend_from_slice(&rev.to_bytes());
+    k
+}
+
+/// Splits an index entry into (user key, revision).
+pub fn decode_index_key(k: &[u8]) -> Option<(Vec<u8>, Rev)> {
+    if k.len() < 1 + 2 + 16 || k[0] != INDEX {
+        return None;
+    }
+    let (escaped, rev) = k[1..].split_at(k.len() - 1 - 16);
+    let rev = Rev::from_bytes(rev)?;
+    let mut key = Vec::with_capacity(escaped.len());
+    let mut i = 0;
+    while i < escaped.len() {
+        let b = escaped[i];
+        if b == 0 {
+            match escaped.get(i + 1) {
+                Some(0xFF) => {
+                    key.push(0);
+                    i += 2;
+                    continue;
+                }
+                Some(1) if i + 2 == escaped.len() => return Some((key, rev)),
+                _ => return None,
+            }
+        }
+        key.push(b);
+        i += 1;
+    }
+    None
+}
+
+pub fn live_key(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(LIVE);
+    k.extend_from_slice(key);
+    k
+}
+
+pub fn lease_key(id: i64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(LEASE);
+    k.extend_from_slice(&(id as u64).to_be_bytes());
+    k
+}
+
+pub fn lease_attachment_prefix(id: i64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(LEASE_KEY);
+    k.extend_from_slice(&(id as u64).to_be_bytes());
+    k
+}
+
+pub fn lease_attachment_key(id: i64, key: &[u8]) -> Vec<u8> {
+    let mut k = lease_attachment_prefix(id);
+    k.extend_from_slice(key);
+    k
+}
+
+pub fn encode_i64(v: i64) -> [u8; 8] {
+    v.to_be_bytes()
+}
+
+pub fn decode_i64(b: &[u8]) -> Option<i64> {
+    Some(i64::from_be_bytes(b.try_into().ok()?))
+}
+
+/// The smallest byte string greater than every string that starts with `prefix`
+/// (None when there is none: the prefix is all 0xFF).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_keys_sort_by_key_then_revision() {
+        let keys: Vec<&[u8]> = vec![b"a", b"a\x00", b"a\x00\x01", b"a\x01", b"ab", b"b"];
+        let mut encoded = vec![];
+        for k in &keys {
+            for main in [1, 2, 300] {
+                encoded.push(index_key(k, Rev::new(main, 0)));
+            }
+        }
+        let mut sorted = encoded.clone();
+        sorted.sort();
+        assert_eq!(encoded, sorted);
+        for (i, e) in encoded.iter().enumerate() {
+            let (k, rev) = decode_index_key(e).expect("decodes");
+            assert_eq!(k, keys[i / 3]);
+            assert_eq!(rev.main, [1, 2, 300][i % 3]);
+        }
+    }
+
+    #[test]
+    fn prefix_end_skips_ff() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+    }
+}

@@ -1,0 +1,372 @@
+//! Unit tests of the apply function and of reads at revisions, on a temporary sled store.
+
+use super::*;
+use crate::command::{Command, Op};
+use crate::proto::etcdserverpb::{
+    compare, range_request, request_op, response_op, CompactionRequest, Compare,
+    DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp,
+    TxnRequest,
+};
+use crate::proto::mvccpb::event::EventType;
+
+struct Fixture {
+    store: Store,
+    index: u64,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture {
+            store: Store::temporary().expect("temporary store"),
+            index: 0,
+        }
+    }
+
+    fn apply(&mut self, op: Op) -> Result<Applied> {
+        self.index += 1;
+        self.store
+            .apply(self.index, &Command::new(op))
+            .expect("storage works")
+    }
+
+    fn put(&mut self, key: &str, value: &str) -> Applied {
+        self.apply(Op::Put(PutRequest {
+            key: key.into(),
+            value: value.into(),
+            ..Default::default()
+        }))
+        .expect("put")
+    }
+
+    fn delete(&mut self, key: &str, end: &str) -> Applied {
+        self.apply(Op::DeleteRange(DeleteRangeRequest {
+            key: key.into(),
+            range_end: end.into(),
+            prev_kv: true,
+        }))
+        .expect("delete")
+    }
+
+    fn compact(&mut self, revision: i64) -> Result<Applied> {
+        self.apply(Op::Compact(CompactionRequest {
+            revision,
+            physical: true,
+        }))
+    }
+
+    fn range(&self, key: &str, end: &str, revision: i64) -> Result<Vec<(String, String)>> {
+        let resp = self.store.range(&RangeRequest {
+            key: key.into(),
+            range_end: end.into(),
+            revision,
+            ..Default::default()
+        })?;
+        Ok(resp
+            .kvs
+            .into_iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(&kv.key).into_owned(),
+                    String::from_utf8_lossy(&kv.value).into_owned(),
+                )
+            })
+            .collect())
+    }
+}
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn a_new_store_is_at_revision_one() {
+    let f = Fixture::new();
+    assert_eq!(f.store.revision(), 1);
+    assert_eq!(f.range("a", "\0", 0).expect("range"), vec![]);
+}
+
+#[test]
+fn put_assigns_revisions_versions_and_create_revision() {
+    let mut f = Fixture::new();
+    let first = f.put("a", "1");
+    assert_eq!(first.revision, 2);
+    let second = f.put("a", "2");
+    assert_eq!(second.revision, 3);
+    let event = &second.events[0];
+    let kv = event.kv.as_ref().expect("kv");
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
+    assert_eq!(event.prev_kv.as_ref().map(|p| p.value.clone()), Some(b"1".to_vec()));
+}
+
+#[test]
+fn reads_at_past_revisions_see_the_past() {
+    let mut f = Fixture::new();
+    f.put("a", "1"); // 2
+    f.put("b", "1"); // 3
+    f.put("a", "2"); // 4
+    f.delete("b", ""); // 5
+    f.put("c", "1"); // 6
+    assert_eq!(f.range("a", "\0", 2).expect("r"), pairs(&[("a", "1")]));
+    assert_eq!(f.range("a", "\0", 3).expect("r"), pairs(&[("a", "1"), ("b", "1")]));
+    assert_eq!(f.range("a", "\0", 4).expect("r"), pairs(&[("a", "2"), ("b", "1")]));
+    assert_eq!(f.range("a", "\0", 5).expect("r"), pairs(&[("a", "2")]));
+    assert_eq!(f.range("a", "\0", 0).expect("r"), pairs(&[("a", "2"), ("c", "1")]));
+    assert!(matches!(f.range("a", "", 7), Err(Error::FutureRevision)));
+}
+
+#[test]
+fn a_key_recreated_after_delete_starts_a_new_generation() {
+    let mut f = Fixture::new();
+    f.put("k", "1"); // 2
+    f.delete("k", ""); // 3
+    let again = f.put("k", "2"); // 4
+    let kv = again.events[0].kv.as_ref().expect("kv");
+    assert_eq!((kv.create_revision, kv.version), (4, 1));
+    assert!(again.events[0].prev_kv.is_none());
+}
+
+#[test]
+fn keys_with_zero_bytes_keep_their_order() {
+    let mut f = Fixture::new();
+    for k in ["a\u{0}b", "a", "a\u{0}", "a\u{1}"] {
+        f.put(k, "v");
+    }
+    let rev = f.store.revision();
+    f.put("zz", "v");
+    let keys: Vec<String> = f
+        .range("a", "b", rev)
+        .expect("range")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys, vec!["a", "a\u{0}", "a\u{0}b", "a\u{1}"]);
+}
+
+#[test]
+fn limit_count_and_more() {
+    let mut f = Fixture::new();
+    for k in ["a", "b", "c", "d"] {
+        f.put(k, "v");
+    }
+    let resp = f
+        .store
+        .range(&RangeRequest {
+            key: "a".into(),
+            range_end: "z".into(),
+            limit: 2,
+            ..Default::default()
+        })
+        .expect("range");
+    assert_eq!(resp.kvs.len(), 2);
+    assert_eq!(resp.count, 4);
+    assert!(resp.more);
+    let sorted = f
+        .store
+        .range(&RangeRequest {
+            key: "a".into(),
+            range_end: "z".into(),
+            limit: 1,
+            sort_order: range_request::SortOrder::Descend as i32,
+            sort_target: range_request::SortTarget::Mod as i32,
+            ..Default::default()
+        })
+        .expect("range");
+    assert_eq!(sorted.kvs[0].key, b"d");
+}
+
+#[test]
+fn compaction_keeps_the_newest_row_at_or_below_it() {
+    let mut f = Fixture::new();
+    f.put("a", "1"); // 2
+    f.put("a", "2"); // 3
+    f.put("b", "1"); // 4
+    f.delete("b", ""); // 5
+    f.put("a", "3"); // 6
+    f.compact(5).expect("compact");
+    assert_eq!(f.store.compact_revision(), 5);
+    assert!(matches!(f.range("a", "\0", 4), Err(Error::Compacted)));
+    // At the compaction revision itself the view is intact.
+    assert_eq!(f.range("a", "\0", 5).expect("r"), pairs(&[("a", "2")]));
+    assert_eq!(f.range("a", "\0", 6).expect("r"), pairs(&[("a", "3")]));
+    // Compacting again at or below is refused, above the current revision too.
+    assert!(matches!(f.compact(5), Err(Error::Compacted)));
+    assert!(matches!(f.compact(100), Err(Error::FutureRevision)));
+    // History above the compaction is still replayable; below it is gone.
+    assert!(matches!(f.store.events_between(4, 6), Err(Error::Compacted)));
+    let events = f.store.events_between(5, 6).expect("history");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].0, 6);
+}
+
+#[test]
+fn compaction_removes_superseded_rows_physically() {
+    let mut f = Fixture::new();
+    for i in 0..10 {
+        f.put("a", &i.to_string());
+    }
+    let rows_before = f.store.table.scan_prefix([schema::ROW]).count();
+    f.compact(f.store.revision()).expect("compact");
+    let rows_after = f.store.table.scan_prefix([schema::ROW]).count();
+    assert_eq!((rows_before, rows_after), (10, 1));
+    // A second compaction only looks at what changed since the first.
+    f.put("a", "x");
+    f.compact(f.store.revision()).expect("compact");
+    assert_eq!(f.store.table.scan_prefix([schema::ROW]).count(), 1);
+    assert_eq!(f.range("a", "", 0).expect("r"), pairs(&[("a", "x")]));
+}
+
+fn put_op(key: &str, value: &str) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestPut(PutRequest {
+            key: key.into(),
+            value: value.into(),
+            ..Default::default()
+        })),
+    }
+}
+
+fn get_op(key: &str) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestRange(RangeRequest {
+            key: key.into(),
+            ..Default::default()
+        })),
+    }
+}
+
+fn mod_equals(key: &str, revision: i64) -> Compare {
+    Compare {
+        result: compare::CompareResult::Equal as i32,
+        target: compare::CompareTarget::Mod as i32,
+        key: key.into(),
+        target_union: Some(compare::TargetUnion::ModRevision(revision)),
+        range_end: vec![],
+    }
+}
+
+#[test]
+fn txn_is_one_revision_with_sub_revisions_and_sees_its_own_writes() {
+    let mut f = Fixture::new();
+    let applied = f
+        .apply(Op::Txn(TxnRequest {
+            compare: vec![mod_equals("a", 0)],
+            success: vec![put_op("a", "1"), put_op("b", "1"), get_op("a")],
+            failure: vec![],
+        }))
+        .expect("txn");
+    assert_eq!(applied.revision, 2);
+    assert_eq!(applied.events.len(), 2);
+    let Response::Txn(resp) = applied.response else {
+        panic!("txn answer expected")
+    };
+    assert!(resp.succeeded);
+    let Some(response_op::Response::ResponseRange(get)) = &resp.responses[2].response else {
+        panic!("range answer expected")
+    };
+    assert_eq!(get.kvs[0].value, b"1");
+    assert_eq!(get.header.as_ref().map(|h| h.revision), Some(2));
+}
+
+#[test]
+fn failed_compare_runs_the_else_branch_without_a_new_revision() {
+    let mut f = Fixture::new();
+    f.put("a", "1"); // 2
+    let applied = f
+        .apply(Op::Txn(TxnRequest {
+            compare: vec![mod_equals("a", 1)],
+            success: vec![put_op("a", "2")],
+            failure: vec![get_op("a")],
+        }))
+        .expect("txn");
+    assert_eq!(applied.revision, 2);
+    assert!(applied.events.is_empty());
+    let Response::Txn(resp) = applied.response else {
+        panic!("txn answer expected")
+    };
+    assert!(!resp.succeeded);
+}
+
+#[test]
+fn value_compare_on_a_missing_key_is_false() {
+    let mut f = Fixture::new();
+    let applied = f
+        .apply(Op::Txn(TxnRequest {
+            compare: vec![Compare {
+                result: compare::CompareResult::Equal as i32,
+                target: compare::CompareTarget::Value as i32,
+                key: "nope".into(),
+                target_union: Some(compare::TargetUnion::Value(vec![])),
+                range_end: vec![],
+            }],
+            success: vec![],
+            failure: vec![],
+        }))
+        .expect("txn");
+    let Response::Txn(resp) = applied.response else {
+        panic!("txn answer expected")
+    };
+    assert!(!resp.succeeded);
+}
+
+#[test]
+fn put_with_unknown_lease_fails_and_changes_nothing() {
+    let mut f = Fixture::new();
+    let err = f.apply(Op::Put(PutRequest {
+        key: "a".into(),
+        lease: 42,
+        ..Default::default()
+    }));
+    assert!(matches!(err, Err(Error::LeaseNotFound)));
+    assert_eq!(f.store.revision(), 1);
+    assert_eq!(f.store.applied_index(), 1);
+}
+
+#[test]
+fn lease_revoke_deletes_attached_keys_in_one_revision() {
+    let mut f = Fixture::new();
+    f.apply(Op::LeaseGrant(LeaseGrantRequest { ttl: 10, id: 7 }))
+        .expect("grant");
+    for k in ["x", "y"] {
+        f.apply(Op::Put(PutRequest {
+            key: k.into(),
+            lease: 7,
+            ..Default::default()
+        }))
+        .expect("put");
+    }
+    assert_eq!(f.store.lease_keys(7).expect("keys").len(), 2);
+    let revoked = f
+        .apply(Op::LeaseRevoke(LeaseRevokeRequest { id: 7 }))
+        .expect("revoke");
+    assert_eq!(revoked.revision, 4);
+    assert_eq!(revoked.events.len(), 2);
+    assert!(revoked
+        .events
+        .iter()
+        .all(|e| e.r#type == EventType::Delete as i32));
+    assert_eq!(f.range("a", "\0", 0).expect("r"), vec![]);
+    assert!(f.store.leases().expect("leases").is_empty());
+    assert!(matches!(
+        f.apply(Op::LeaseRevoke(LeaseRevokeRequest { id: 7 })),
+        Err(Error::LeaseNotFound)
+    ));
+}
+
+#[test]
+fn replaying_an_applied_index_changes_nothing() {
+    let mut f = Fixture::new();
+    f.put("a", "1");
+    let again = f.store.apply(
+        1,
+        &Command::new(Op::Put(PutRequest {
+            key: "a".into(),
+            value: "2".into(),
+            ..Default::default()
+        })),
+    );
+    assert!(matches!(again, Ok(Err(_))));
+    assert_eq!(f.range("a", "", 0).expect("r"), pairs(&[("a", "1")]));
+}

@@ -1,0 +1,211 @@
+//! Starting and stopping real servers for the test suites: raftkine processes (the binary this
+//! package builds) and Debian's etcd 3.4 (the oracle), each on free loopback ports with its own
+//! temporary data dir, killed when dropped.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// Path of the raftkine binary under test.
+pub fn raftkine_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("RAFTKINE_BIN") {
+        return PathBuf::from(p);
+    }
+    if let Some(p) = option_env!("CARGO_BIN_EXE_raftkine") {
+        return PathBuf::from(p);
+    }
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/target/debug/raftkine"
+    ))
+}
+
+/// Which kind of server a `Server` is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Raftkine,
+    Etcd,
+}
+
+/// A running server process with its own data dir; killed (and the dir removed) on drop.
+pub struct Server {
+    pub kind: Kind,
+    pub endpoint: String,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+    _tmp: Option<tempfile::TempDir>,
+    extra_args: Vec<String>,
+}
+
+impl Server {
+    /// Starts a single-node raftkine with a fresh data dir.
+    pub fn raftkine() -> Server {
+        Self::raftkine_with(&[])
+    }
+
+    /// Starts a single-node raftkine with extra `serve` flags.
+    pub fn raftkine_with(args: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let dir = tmp.path().join("data");
+        let mut s = Server {
+            kind: Kind::Raftkine,
+            endpoint: String::new(),
+            port: free_port(),
+            data_dir: dir,
+            child: None,
+            _tmp: Some(tmp),
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        s.start();
+        s
+    }
+
+    /// Starts Debian's etcd (single member) with a fresh data dir.
+    pub fn etcd() -> Server {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let dir = tmp.path().join("data");
+        let mut s = Server {
+            kind: Kind::Etcd,
+            endpoint: String::new(),
+            port: free_port(),
+            data_dir: dir,
+            child: None,
+            _tmp: Some(tmp),
+            extra_args: vec![],
+        };
+        s.start();
+        s
+    }
+
+    /// Starts the server named by RAFTKINE_TEST_TARGET (`etcd` runs a suite against the oracle,
+    /// to check the suite itself); raftkine by default.
+    pub fn under_test() -> Server {
+        match std::env::var("RAFTKINE_TEST_TARGET").as_deref() {
+            Ok("etcd") => Server::etcd(),
+            _ => Server::raftkine(),
+        }
+    }
+
+    /// (Re)starts the process on the same port and data dir, and waits until it serves.
+    pub fn start(&mut self) {
+        let addr = format!("127.0.0.1:{}", self.port);
+        let log = std::fs::File::create(self.log_path()).ok();
+        let child = match self.kind {
+            Kind::Raftkine => {
+                let mut cmd = Command::new(raftkine_bin());
+                cmd.arg("serve")
+                    .arg("--storage-dir")
+                    .arg(&self.data_dir)
+                    .arg("--listen")
+                    .arg(format!("tcp://{addr}"))
+                    .args(&self.extra_args);
+                cmd
+            }
+            Kind::Etcd => {
+                let peer = free_port();
+                let mut cmd = Command::new("etcd");
+                cmd.arg("--name")
+                    .arg("default")
+                    .arg("--data-dir")
+                    .arg(&self.data_dir)
+                    .arg("--listen-client-urls")
+                    .arg(format!("http://{addr}"))
+                    .arg("--advertise-client-urls")
+                    .arg(format!("http://{addr}"))
+                    .arg("--listen-peer-urls")
+                    .arg(format!("http://127.0.0.1:{peer}"))
+                    .arg("--initial-advertise-peer-urls")
+                    .arg(format!("http://127.0.0.1:{peer}"))
+                    .arg("--initial-cluster")
+                    .arg(format!("default=http://127.0.0.1:{peer}"))
+                    .arg("--log-level")
+                    .arg("error");
+                cmd
+            }
+        }
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(match log {
+            Some(f) => Stdio::from(f),
+            None => Stdio::null(),
+        })
+        .spawn();
+        let child = child.unwrap_or_else(|e| panic!("starting {:?}: {e}", self.kind));
+        self.child = Some(child);
+        self.endpoint = format!("http://{addr}");
+        self.wait_ready();
+    }
+
+    fn log_path(&self) -> PathBuf {
+        let parent = self.data_dir.parent().unwrap_or(Path::new("/tmp"));
+        parent.join("server.log")
+    }
+
+    /// The server's stderr so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("{:?} exited early ({status}):\n{}", self.kind, self.log());
+                }
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "{:?} did not listen within 30 s:\n{}",
+            self.kind,
+            self.log()
+        );
+    }
+
+    /// kill -9, leaving the data dir for a restart.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The process id (for /proc measurements and signals).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// An etcd-client connected to this server.
+    pub async fn client(&self) -> etcd_client::Client {
+        let mut last = None;
+        for _ in 0..100 {
+            match etcd_client::Client::connect([self.endpoint.as_str()], None).await {
+                Ok(c) => return c,
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("cannot connect to {}: {last:?}", self.endpoint)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
