@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/etcdserverpb/auth.proto",
         "proto/etcdserverpb/rpc.proto",
         "proto/etcdserverpb/raft_internal.proto",
+        "proto/etcdserverpb/peer.proto",
     ];
     for proto in &protos {
         println!("cargo:rerun-if-changed={proto}");

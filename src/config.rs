@@ -23,6 +23,27 @@ pub struct ServeConfig {
     )]
     pub listen: Vec<String>,
 
+    /// Peer listener (raft traffic between members, mutual TLS with the cluster CA).
+    #[arg(
+        long,
+        alias = "listen-peer-urls",
+        default_value = "tcp://127.0.0.1:2380"
+    )]
+    pub peer_listen: String,
+
+    /// Peer URL other members use to reach this one (default: the peer listener's address; set
+    /// it when listening on 0.0.0.0 or behind a proxy).
+    #[arg(long, alias = "initial-advertise-peer-urls")]
+    pub advertise_peer_url: Option<String>,
+
+    /// Client URLs announced in MemberList (default: the client listeners).
+    #[arg(long, alias = "advertise-client-urls", value_delimiter = ',')]
+    pub advertise_client_urls: Vec<String>,
+
+    /// Voters to keep: learners are promoted automatically while fewer exist (3, 5 or 7).
+    #[arg(long, default_value_t = 3, value_parser = parse_voters)]
+    pub voters: usize,
+
     /// Human-readable name of this member (etcd's --name).
     #[arg(long, default_value = "default")]
     pub name: String,
@@ -81,5 +102,23 @@ impl ServeConfig {
     pub fn min_lease_ttl(&self) -> i64 {
         let ms = 3 * self.election_timeout / 2;
         ms.div_ceil(1000).max(1) as i64
+    }
+}
+
+fn parse_voters(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n @ (1 | 3 | 5 | 7)) => Ok(n),
+        _ => Err(format!("{s:?}: the number of voters must be 1, 3, 5 or 7")),
+    }
+}
+
+impl ServeConfig {
+    /// The peer URL announced to other members (`https://`: peer traffic is always TLS).
+    pub fn peer_url(&self) -> String {
+        let url = self
+            .advertise_peer_url
+            .as_ref()
+            .unwrap_or(&self.peer_listen);
+        format!("https://{}", crate::peer::url_to_addr(url))
     }
 }

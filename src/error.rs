@@ -58,6 +58,9 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Config(String),
+    /// A peer or the cluster could not be reached (retryable).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Result with raftkine's error.
@@ -74,7 +77,7 @@ impl Error {
             | RequestTooLarge | InvalidArgument(_) => Code::InvalidArgument,
             LeaseNotFound | MemberNotFound => Code::NotFound,
             LeaseExists | NotLeader | AuthNotEnabled | NotCapable => Code::FailedPrecondition,
-            NoLeader | Timeout | Stopped => Code::Unavailable,
+            NoLeader | Timeout | Stopped | Unavailable(_) => Code::Unavailable,
             Storage(_) | Corrupt(_) | Raft(_) | Io(_) | Config(_) => Code::Internal,
         }
     }

@@ -13,13 +13,18 @@
 //! - [`proto`]: generated etcd wire types.
 
 pub mod api;
+pub mod cli;
 pub mod command;
 pub mod config;
 pub mod error;
+pub mod identity;
 pub mod lease;
+pub mod membership;
 pub mod node;
+pub mod peer;
 pub mod proto;
 pub mod raft;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod watch;

@@ -1,12 +1,17 @@
-//! The raftkine command line: `serve` (the default) runs a member; `version` prints versions.
+//! The raftkine command line: `serve` (the default) runs a member, `join` joins a cluster and
+//! runs a member, and the operator commands talk to a running member.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use raftkine::config::ServeConfig;
+use raftkine::error::Result;
 use raftkine::node::Node;
+use raftkine::store::Store;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -24,10 +29,55 @@ struct Cli {
     serve: ServeConfig,
 }
 
+/// Where a running member's client API is.
+#[derive(Args, Debug, Clone)]
+struct Target {
+    /// Client URL of a member: http://HOST:PORT, HOST:PORT or unix:///PATH.
+    #[arg(long, default_value = "127.0.0.1:2379", env = "RAFTKINE_ENDPOINT")]
+    endpoint: String,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a member serving the etcd v3 API (the default).
+    /// Run a member serving the etcd v3 API (the default). A new data dir starts a new cluster.
     Serve(Box<ServeConfig>),
+    /// Join the cluster of an `add-node` token (ADDR/TOKEN), then run as a member.
+    Join {
+        /// What `raftkine add-node` printed: ADDR/TOKEN.
+        token: String,
+        #[command(flatten)]
+        serve: Box<ServeConfig>,
+    },
+    /// Print a one-time command that joins a new node to this cluster.
+    AddNode {
+        #[command(flatten)]
+        target: Target,
+        /// How long the token stays valid.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        token_ttl: Duration,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the cluster: voters, standbys, leader, replication lag.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Output format: text or json.
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
+    /// Remove a member (by id, name or peer address).
+    RemoveNode {
+        node: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove the member behind --endpoint from its cluster.
+    Leave {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Print raftkine's version and the etcd version it emulates by default.
     Version,
 }
@@ -40,24 +90,50 @@ fn main() -> ExitCode {
             println!("etcd API: 3.5 (reported version defaults to 3.5.13)");
             ExitCode::SUCCESS
         }
-        Some(Command::Serve(config)) => run_server(*config),
-        None => run_server(cli.serve),
+        Some(Command::Serve(config)) => run_member(*config, None),
+        Some(Command::Join { token, serve }) => run_member(*serve, Some(token)),
+        None => run_member(cli.serve, None),
+        Some(Command::AddNode {
+            target,
+            token_ttl,
+            json,
+        }) => run_tool(raftkine::cli::add_node(&target.endpoint, token_ttl, json)),
+        Some(Command::Status { target, format }) => {
+            run_tool(raftkine::cli::status(&target.endpoint, format == "json"))
+        }
+        Some(Command::RemoveNode { node, target }) => {
+            run_tool(raftkine::cli::remove_node(&target.endpoint, &node))
+        }
+        Some(Command::Leave { target }) => run_tool(raftkine::cli::leave(&target.endpoint)),
     }
 }
 
-fn run_server(config: ServeConfig) -> ExitCode {
-    init_logging(&config.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
+}
+
+fn run_tool(task: impl std::future::Future<Output = Result<()>>) -> ExitCode {
+    init_logging("warn");
+    let outcome = runtime()
+        .map_err(raftkine::error::Error::from)
+        .and_then(|rt| rt.block_on(task));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("raftkine: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            eprintln!("raftkine: {e}");
+            ExitCode::FAILURE
         }
-    };
-    match runtime.block_on(serve(config)) {
+    }
+}
+
+fn run_member(config: ServeConfig, join: Option<String>) -> ExitCode {
+    init_logging(&config.log_level);
+    let outcome = runtime()
+        .map_err(raftkine::error::Error::from)
+        .and_then(|rt| rt.block_on(serve(config, join)));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -67,8 +143,12 @@ fn run_server(config: ServeConfig) -> ExitCode {
     }
 }
 
-async fn serve(config: ServeConfig) -> raftkine::error::Result<()> {
-    let node = Node::start(config)?;
+async fn serve(config: ServeConfig, join: Option<String>) -> Result<()> {
+    let store = Arc::new(Store::open(&config.storage_dir)?);
+    if let Some(token) = join {
+        raftkine::membership::join_cluster(&token, &config, store.db()).await?;
+    }
+    let node = Node::start_with(config, store)?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;

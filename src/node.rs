@@ -8,12 +8,16 @@ use std::time::Duration;
 use crate::command::Op;
 use crate::config::ServeConfig;
 use crate::error::{Error, Result};
+use crate::identity::Identity;
 use crate::lease::Lessor;
+use crate::peer::transport::Transport;
 use crate::proto::etcdserverpb::{
-    alarm_request::AlarmAction, AlarmRequest, AlarmType, LeaseRevokeRequest, ResponseHeader,
+    alarm_request::AlarmAction, AlarmRequest, AlarmType, LeaseRevokeRequest, Member, ResponseHeader,
 };
-use crate::raft::{RaftHandle, RaftOptions, RaftStatus};
+use crate::proto::raftkinepb::MemberChange;
+use crate::raft::{GroupView, RaftHandle, RaftOptions, RaftStatus};
 use crate::store::{Applied, Store};
+use crate::tls::peer_client_config;
 use crate::watch::WatchHub;
 
 /// Buffered revisions per watch stream before a slow stream must catch up from the table.
@@ -28,6 +32,7 @@ pub struct Node {
     raft: RaftHandle,
     pub cluster_id: u64,
     pub member_id: u64,
+    pub identity: Identity,
     /// The NOSPACE alarm is active: writes other than deletes are refused.
     no_space: AtomicBool,
 }
@@ -37,24 +42,39 @@ impl Node {
     /// lease-expiry and space-monitor tasks).
     pub fn start(config: ServeConfig) -> Result<Arc<Node>> {
         let store = Arc::new(Store::open(&config.storage_dir)?);
-        let (cluster_id, member_id) = load_identity(store.db())?;
+        Self::start_with(config, store)
+    }
+
+    /// Starts on an opened store (`raftkine join` opens it first to store the new identity).
+    pub fn start_with(config: ServeConfig, store: Arc<Store>) -> Result<Arc<Node>> {
+        let identity = match Identity::load(store.db(), &config.storage_dir)? {
+            Some(identity) => identity,
+            None => Identity::bootstrap(store.db(), &config.storage_dir, &config.name)?,
+        };
         let hub = Arc::new(WatchHub::new(store.revision(), WATCH_BUFFER));
         let lessor = Arc::new(Lessor::new());
         lessor.restore(&store.leases()?);
         let tick = Duration::from_millis(config.heartbeat_interval.max(1));
         let election_ticks = (config.election_timeout / config.heartbeat_interval.max(1)).max(2);
+        let transport = Transport::new(
+            Arc::new(peer_client_config(&identity.peer)?),
+            tokio::runtime::Handle::current(),
+        );
         let raft = RaftHandle::start(
             RaftOptions {
-                id: member_id,
-                initial_voters: vec![member_id],
+                id: identity.member_id,
+                start: identity.log_start(),
                 tick,
                 election_ticks: election_ticks as usize,
                 max_request_bytes: config.max_request_bytes,
                 log_retention: 10_000,
+                target_voters: config.voters,
+                seed_peers: identity.seed_peers.clone(),
             },
             store.clone(),
             hub.clone(),
             lessor.clone(),
+            transport,
         )?;
         let node = Arc::new(Node {
             config,
@@ -62,14 +82,55 @@ impl Node {
             hub,
             lessor,
             raft,
-            cluster_id,
-            member_id,
+            cluster_id: identity.cluster_id,
+            member_id: identity.member_id,
+            identity,
             no_space: AtomicBool::new(false),
         });
         node.refresh_alarms();
         tokio::spawn(expire_leases(Arc::downgrade(&node)));
         tokio::spawn(monitor_space(Arc::downgrade(&node)));
+        tokio::spawn(publish_attributes(Arc::downgrade(&node)));
         Ok(node)
+    }
+
+    /// This member's record as it should be in the members table.
+    pub fn self_member(&self) -> Member {
+        Member {
+            id: self.member_id,
+            name: self.config.name.clone(),
+            peer_ur_ls: vec![self.config.peer_url()],
+            client_ur_ls: crate::api::cluster::client_urls_of(&self.config),
+            is_learner: self.raft.status.is_learner.load(Ordering::Acquire),
+        }
+    }
+
+    /// Hands a raft message from a peer to the raft thread.
+    pub fn step(&self, message: raft::prelude::Message) -> Result<()> {
+        self.raft.step(message)
+    }
+
+    /// Proposes a membership change and waits until it is applied.
+    pub async fn change_members(&self, change: MemberChange) -> Result<()> {
+        match tokio::time::timeout(
+            self.config.request_timeout,
+            self.raft.change_members(change),
+        )
+        .await
+        {
+            Ok(answer) => answer,
+            Err(_) => Err(Error::Timeout),
+        }
+    }
+
+    /// The raft group as this member sees it.
+    pub async fn group_view(&self) -> Result<GroupView> {
+        self.raft.view().await
+    }
+
+    /// Asks raft to hand leadership to `to` (this member must lead).
+    pub fn transfer_leader(&self, to: u64) -> Result<()> {
+        self.raft.transfer_leader(to)
     }
 
     /// Proposes a mutation and waits for its answer, within the request timeout.
@@ -135,23 +196,34 @@ impl Node {
     }
 }
 
-/// Cluster id and member id, made at first start and kept in the data dir.
-fn load_identity(db: &sled::Db) -> Result<(u64, u64)> {
-    let tree = db.open_tree("identity")?;
-    let read = |name: &str| -> Result<Option<u64>> {
-        Ok(tree
-            .get(name)?
-            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
-    };
-    if let (Some(c), Some(m)) = (read("cluster_id")?, read("member_id")?) {
-        return Ok((c, m));
+/// Publishes this member's name and URLs through raft when the members table lacks or differs
+/// from them (etcd publishes member attributes the same way).
+async fn publish_attributes(node: std::sync::Weak<Node>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        let Some(node) = node.upgrade() else { return };
+        if node.raft_status().stopped.load(Ordering::Acquire) {
+            return;
+        }
+        if !node.raft_status().has_leader() {
+            continue;
+        }
+        let wanted = node.self_member();
+        let current = node.store.member(node.member_id).ok().flatten();
+        let up_to_date = current.as_ref().is_some_and(|m| {
+            m.name == wanted.name
+                && m.peer_ur_ls == wanted.peer_ur_ls
+                && m.client_ur_ls == wanted.client_ur_ls
+        });
+        if up_to_date {
+            return;
+        }
+        match node.propose(Op::MemberAttributes(wanted)).await {
+            Ok(_) => return,
+            Err(e) => tracing::debug!("publishing member attributes: {e}"),
+        }
     }
-    let cluster_id = rand::random::<u64>() | 1;
-    let member_id = rand::random::<u64>() | 1;
-    tree.insert("cluster_id", &cluster_id.to_be_bytes())?;
-    tree.insert("member_id", &member_id.to_be_bytes())?;
-    db.flush()?;
-    Ok((cluster_id, member_id))
 }
 
 /// The leader proposes the revocation of every expired lease.

@@ -63,6 +63,8 @@ fn tls_config(config: &ServeConfig) -> Result<Option<ServerTlsConfig>> {
 /// turns true.
 pub async fn serve(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Result<()> {
     let tls = tls_config(&node.config)?;
+    let peer = crate::peer::server::start(node.clone(), shutdown.clone()).await?;
+    wait_for_leader(&node).await;
     let services = Services::new(node.clone());
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -85,6 +87,7 @@ pub async fn serve(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Result<(
             .add_service(services.maintenance.clone())
             .add_service(services.cluster.clone())
             .add_service(services.auth.clone())
+            .add_service(services.admin.clone())
             .add_service(health.clone());
         let mut stop = shutdown.clone();
         let signal = async move {
@@ -127,7 +130,20 @@ pub async fn serve(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Result<(
             Err(e) => tracing::error!("listener task failed: {e}"),
         }
     }
+    if let Err(e) = peer.await {
+        tracing::error!("peer listener task failed: {e}");
+    }
     Ok(())
+}
+
+/// Gives the first election a moment before clients arrive, so that the first requests are not
+/// answered "no leader"; serves anyway after a few seconds (a member without quorum still
+/// answers serializable reads).
+async fn wait_for_leader(node: &Node) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    while !node.raft_status().has_leader() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 fn set_owner_only(path: &std::path::Path) -> Result<()> {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::config::ServeConfig;
 use crate::node::Node;
 use crate::proto::etcdserverpb::{cluster_server::Cluster, *};
 
@@ -17,29 +18,32 @@ impl ClusterService {
         ClusterService { node }
     }
 
-    fn members(&self) -> Vec<Member> {
-        vec![Member {
-            id: self.node.member_id,
-            name: self.node.config.name.clone(),
-            peer_ur_ls: vec![],
-            client_ur_ls: client_urls(&self.node),
-            is_learner: false,
-        }]
+    fn members(&self) -> Result<Vec<Member>, Status> {
+        let mut members = self.node.store.members()?;
+        if members.is_empty() {
+            // Before this member's attributes are published (first moments after start).
+            members.push(self.node.self_member());
+        }
+        Ok(members)
     }
 
+    /// etcd's Cluster service leaves the revision out of its headers.
     fn header(&self) -> Option<ResponseHeader> {
-        Some(self.node.header(self.node.store.revision()))
+        Some(self.node.header(0))
     }
 }
 
 /// The client URLs of this member as etcd prints them.
-pub fn client_urls(node: &Node) -> Vec<String> {
-    let scheme = if node.config.cert_file.is_some() {
+pub fn client_urls_of(config: &ServeConfig) -> Vec<String> {
+    if !config.advertise_client_urls.is_empty() {
+        return config.advertise_client_urls.clone();
+    }
+    let scheme = if config.cert_file.is_some() {
         "https"
     } else {
         "http"
     };
-    node.config
+    config
         .listen
         .iter()
         .map(|l| match l.split_once("://") {
@@ -83,7 +87,7 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberListResponse>, Status> {
         Ok(Response::new(MemberListResponse {
             header: self.header(),
-            members: self.members(),
+            members: self.members()?,
         }))
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use super::validate;
+use super::{check_message_size, validate};
 use crate::command::Op;
 use crate::error::Error;
 use crate::node::Node;
@@ -42,6 +42,7 @@ impl Kv for KvService {
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
         let req = request.into_inner();
+        check_message_size(&self.node, &req)?;
         validate::check_range(&req)?;
         if !req.serializable {
             self.node.read_barrier().await?;
@@ -65,6 +66,7 @@ impl Kv for KvService {
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let req = request.into_inner();
+        check_message_size(&self.node, &req)?;
         validate::check_put(&req)?;
         self.node.check_space()?;
         match self.write(Op::Put(req)).await? {
@@ -81,6 +83,7 @@ impl Kv for KvService {
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         let req = request.into_inner();
+        check_message_size(&self.node, &req)?;
         validate::check_delete(&req)?;
         match self.write(Op::DeleteRange(req)).await? {
             Applied::DeleteRange(mut resp) => {
@@ -93,6 +96,7 @@ impl Kv for KvService {
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let req = request.into_inner();
+        check_message_size(&self.node, &req)?;
         validate::check_txn(&req, self.node.config.max_txn_ops)?;
         if validate::txn_has_writes(&req) {
             self.node.check_space()?;

@@ -2,6 +2,7 @@
 //! v3rpc layer does, turns writes into commands for raft and reads into store reads, and fills
 //! response headers. No storage logic lives here; errors map to statuses in `crate::error`.
 
+pub mod admin;
 pub mod auth;
 pub mod cluster;
 pub mod kv;
@@ -20,9 +21,13 @@ use crate::proto::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
     lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
+use crate::proto::raftkinepb::admin_server::AdminServer;
 
 /// Headroom etcd allows on top of --max-request-bytes for gRPC framing.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+/// tonic's own limit on a decoded message: above etcd's, so that etcd's gRPC error (see
+/// [`check_message_size`]) is what clients see for any plausible request.
+const DECODE_LIMIT_BYTES: usize = 64 * 1024 * 1024;
 
 /// Every etcd service of a node, ready to be added to a tonic server.
 #[derive(Clone)]
@@ -33,11 +38,12 @@ pub struct Services {
     pub maintenance: MaintenanceServer<maintenance::MaintenanceService>,
     pub cluster: ClusterServer<cluster::ClusterService>,
     pub auth: AuthServer<auth::AuthService>,
+    pub admin: AdminServer<admin::AdminService>,
 }
 
 impl Services {
     pub fn new(node: Arc<Node>) -> Services {
-        let limit = node.config.max_request_bytes + GRPC_OVERHEAD_BYTES;
+        let limit = DECODE_LIMIT_BYTES;
         Services {
             kv: KvServer::new(kv::KvService::new(node.clone()))
                 .max_decoding_message_size(limit)
@@ -51,7 +57,8 @@ impl Services {
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(usize::MAX),
             cluster: ClusterServer::new(cluster::ClusterService::new(node.clone())),
-            auth: AuthServer::new(auth::AuthService::new(node)),
+            auth: AuthServer::new(auth::AuthService::new(node.clone())),
+            admin: AdminServer::new(admin::AdminService::new(node)),
         }
     }
 }
@@ -68,6 +75,19 @@ pub(crate) fn require_leader_if_asked<T>(
         .is_some_and(|v| v == "true");
     if wants_leader && !node.raft_status().has_leader() {
         return Err(Error::NoLeader.into());
+    }
+    Ok(())
+}
+
+/// grpc-go's answer (which etcd clients see) to a message over --max-request-bytes plus gRPC
+/// overhead.
+pub(crate) fn check_message_size(node: &Node, message: &impl prost::Message) -> Result<(), Status> {
+    let max = node.config.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let len = message.encoded_len();
+    if len > max {
+        return Err(Status::resource_exhausted(format!(
+            "grpc: received message larger than max ({len} vs. {max})"
+        )));
     }
     Ok(())
 }

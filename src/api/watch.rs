@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use futures::Stream;
 use prost::Message;
-use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -50,12 +51,14 @@ impl Watch for WatchService {
         require_leader_if_asked(&self.node, &request)?;
         let incoming = request.into_inner();
         let (out, responses) = mpsc::channel(256);
+        let (feed, synced) = self.node.hub.subscribe();
         let stream = WatchStream {
             node: self.node.clone(),
             out,
+            feed,
             watchers: BTreeMap::new(),
             next_id: 0,
-            synced: 0,
+            synced,
         };
         tokio::spawn(stream.run(incoming));
         Ok(Response::new(Box::pin(ReceiverStream::new(responses))))
@@ -101,6 +104,8 @@ impl Watcher {
 struct WatchStream {
     node: Arc<Node>,
     out: mpsc::Sender<Result<WatchResponse, Status>>,
+    /// Applied revisions from the hub.
+    feed: broadcast::Receiver<Arc<crate::watch::RevisionEvents>>,
     watchers: BTreeMap<i64, Watcher>,
     next_id: i64,
     synced: i64,
@@ -108,8 +113,6 @@ struct WatchStream {
 
 impl WatchStream {
     async fn run(mut self, mut incoming: Streaming<WatchRequest>) {
-        let (mut feed, synced) = self.node.hub.subscribe();
-        self.synced = synced;
         let mut progress = tokio::time::interval(self.node.config.watch_progress_notify_interval);
         progress.tick().await;
         loop {
@@ -118,13 +121,8 @@ impl WatchStream {
                     Ok(Some(req)) => self.on_request(req).await,
                     Ok(None) | Err(_) => Err(Closed),
                 },
-                batch = feed.recv() => match batch {
-                    Ok(batch) if batch.revision > self.synced => {
-                        let sent = self.deliver(batch.revision, &batch.events, batch.revision).await;
-                        self.synced = batch.revision;
-                        sent
-                    }
-                    Ok(_) => Ok(()),
+                batch = self.feed.recv() => match batch {
+                    Ok(batch) => self.on_batch(&batch).await,
                     Err(RecvError::Lagged(_)) => self.catch_up_all().await,
                     Err(RecvError::Closed) => Err(Closed),
                 },
@@ -133,6 +131,33 @@ impl WatchStream {
             };
             if step.is_err() {
                 return;
+            }
+        }
+    }
+
+    /// One applied revision from the hub. A gap before it (a snapshot was installed) or an empty
+    /// batch (the hub's "catch up" signal) is filled from the table.
+    async fn on_batch(&mut self, batch: &crate::watch::RevisionEvents) -> Result<(), Closed> {
+        if batch.revision <= self.synced {
+            return Ok(());
+        }
+        if batch.events.is_empty() || batch.revision > self.synced + 1 {
+            return self.catch_up_to(batch.revision).await;
+        }
+        self.deliver(batch.revision, &batch.events, batch.revision)
+            .await?;
+        self.synced = batch.revision;
+        Ok(())
+    }
+
+    /// Delivers every revision already published, without waiting for more.
+    async fn drain_feed(&mut self) -> Result<(), Closed> {
+        loop {
+            match self.feed.try_recv() {
+                Ok(batch) => self.on_batch(&batch).await?,
+                Err(TryRecvError::Lagged(_)) => self.catch_up_all().await?,
+                Err(TryRecvError::Empty) => return Ok(()),
+                Err(TryRecvError::Closed) => return Err(Closed),
             }
         }
     }
@@ -161,7 +186,9 @@ impl WatchStream {
                 Ok(())
             }
             Some(RequestUnion::ProgressRequest(_)) => {
-                // Every watcher has been sent everything up to `synced`.
+                // First send what is already applied (a write acknowledged before this request
+                // must be covered), then report `synced`: every watcher has all events up to it.
+                self.drain_feed().await?;
                 self.send(self.response(-1, self.synced)).await
             }
             None => Ok(()),
@@ -246,12 +273,13 @@ impl WatchStream {
         Ok(())
     }
 
+    /// etcd's answer to a watcher whose history is compacted away: canceled, with the
+    /// compaction revision, a header without revision and no reason text.
     async fn cancel_compacted(&mut self, id: i64) -> Result<(), Closed> {
         self.watchers.remove(&id);
-        let mut resp = self.response(id, self.synced);
+        let mut resp = self.response(id, 0);
         resp.compact_revision = self.node.store.compact_revision();
         resp.canceled = true;
-        resp.cancel_reason = Error::Compacted.to_string();
         self.send(resp).await
     }
 
@@ -283,6 +311,11 @@ impl WatchStream {
     /// After lagging behind the hub: replay from the table everything up to the hub's last revision.
     async fn catch_up_all(&mut self) -> Result<(), Closed> {
         let target = self.node.hub.last_published();
+        self.catch_up_to(target).await
+    }
+
+    /// Replays from the table every revision after `synced` up to `target`.
+    async fn catch_up_to(&mut self, target: i64) -> Result<(), Closed> {
         while self.synced < target {
             let from = self.synced + 1;
             let to = (from + CATCH_UP_REVISIONS - 1).min(target);

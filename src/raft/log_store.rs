@@ -6,7 +6,7 @@
 use std::sync::RwLock;
 
 use protobuf::Message as _;
-use raft::prelude::{ConfState, Entry, HardState, Snapshot};
+use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 
 use crate::error::{Error, Result};
@@ -15,6 +15,13 @@ const HARD_STATE: &[u8] = b"hard_state";
 const CONF_STATE: &[u8] = b"conf_state";
 /// (index, term) of the last entry removed by log compaction.
 const TRUNCATED: &[u8] = b"truncated";
+
+/// How a log that does not exist yet begins.
+#[derive(Clone, Debug)]
+pub enum LogStart {
+    NewCluster { voters: Vec<u64> },
+    Join,
+}
 
 #[derive(Default, Clone)]
 struct Cached {
@@ -30,7 +37,12 @@ pub struct LogStore {
     log: sled::Tree,
     state: sled::Tree,
     cached: RwLock<Cached>,
+    /// Produces (applied index, table export) when raft needs a snapshot for a lagging member.
+    snapshot_source: Option<SnapshotSource>,
 }
+
+/// See [`LogStore::set_snapshot_source`].
+pub type SnapshotSource = Box<dyn Fn() -> Result<(u64, Vec<u8>)> + Send + Sync>;
 
 fn storage_err(e: impl std::fmt::Display) -> raft::Error {
     raft::Error::Store(StorageError::Other(e.to_string().into()))
@@ -41,8 +53,11 @@ fn index_key(index: u64) -> [u8; 8] {
 }
 
 impl LogStore {
-    /// Opens the log in `db`; a new log of a new cluster starts with `voters` as its members.
-    pub fn open(db: &sled::Db, voters: &[u64]) -> Result<LogStore> {
+    /// Opens the log in `db`. A brand-new log starts as `start` says: a new cluster's first
+    /// member starts with itself as the only voter, recorded as a snapshot at index 1 (so members
+    /// that join later always receive the membership through a snapshot); a joining member starts
+    /// empty and learns everything from the leader.
+    pub fn open(db: &sled::Db, start: LogStart) -> Result<LogStore> {
         let log = db.open_tree("raft_log")?;
         let state = db.open_tree("raft_state")?;
         let mut cached = Cached::default();
@@ -52,7 +67,15 @@ impl LogStore {
         match state.get(CONF_STATE)? {
             Some(b) => cached.conf_state = parse(&b)?,
             None => {
-                cached.conf_state.set_voters(voters.to_vec());
+                if let LogStart::NewCluster { voters } = &start {
+                    cached.conf_state.set_voters(voters.clone());
+                    cached.hard_state.set_term(1);
+                    cached.hard_state.set_commit(1);
+                    let mut truncated = 1u64.to_be_bytes().to_vec();
+                    truncated.extend_from_slice(&1u64.to_be_bytes());
+                    state.insert(TRUNCATED, truncated)?;
+                    state.insert(HARD_STATE, write(&cached.hard_state)?)?;
+                }
                 state.insert(CONF_STATE, write(&cached.conf_state)?)?;
             }
         }
@@ -70,7 +93,13 @@ impl LogStore {
             log,
             state,
             cached: RwLock::new(cached),
+            snapshot_source: None,
         })
+    }
+
+    /// Where snapshots for lagging members come from (the table, at its applied index).
+    pub fn set_snapshot_source(&mut self, source: SnapshotSource) {
+        self.snapshot_source = Some(source);
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Cached> {
@@ -145,6 +174,35 @@ impl LogStore {
         c.truncated_index = index;
         c.truncated_term = term;
         Ok(())
+    }
+
+    /// Replaces the log by a snapshot received from the leader (the table was installed first).
+    pub fn apply_snapshot(&self, meta: &SnapshotMetadata) -> Result<()> {
+        let index = meta.index;
+        let mut value = index.to_be_bytes().to_vec();
+        value.extend_from_slice(&meta.term.to_be_bytes());
+        self.log.clear()?;
+        self.state.insert(TRUNCATED, value)?;
+        self.set_conf_state(meta.get_conf_state())?;
+        let mut hs = self.read().hard_state.clone();
+        if hs.commit < index {
+            hs.set_commit(index);
+        }
+        if hs.term < meta.term {
+            hs.set_term(meta.term);
+        }
+        self.set_hard_state(&hs)?;
+        let mut c = self.write_cache();
+        c.truncated_index = index;
+        c.truncated_term = meta.term;
+        c.last_index = index;
+        Ok(())
+    }
+
+    /// The (index, term) a snapshot of the table at `applied` would carry.
+    pub fn snapshot_point(&self, applied: u64) -> raft::Result<(u64, u64)> {
+        let index = applied.max(self.read().truncated_index);
+        Ok((index, self.term(index)?))
     }
 
     pub fn first_index_now(&self) -> u64 {
@@ -227,10 +285,25 @@ impl Storage for LogStore {
         Ok(self.read().last_index)
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Sending the table to a lagging member arrives with replication (multi-node clusters).
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let Some(source) = &self.snapshot_source else {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        };
+        let (applied, data) = source().map_err(storage_err)?;
+        let (index, term) = self.snapshot_point(applied)?;
+        if index < request_index {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        let mut snapshot = Snapshot::default();
+        snapshot.set_data(data.into());
+        let meta = snapshot.mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(self.conf_state());
+        Ok(snapshot)
     }
 }

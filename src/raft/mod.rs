@@ -9,4 +9,5 @@ pub mod log_store;
 pub mod logger;
 pub mod node;
 
-pub use node::{RaftHandle, RaftOptions, RaftStatus};
+pub use log_store::LogStart;
+pub use node::{GroupView, PeerProgress, RaftHandle, RaftOptions, RaftStatus};

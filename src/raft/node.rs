@@ -3,7 +3,8 @@
 //! publishes their events to the watch hub and answers the proposers — in that order.
 //!
 //! Linearizable reads ask for a ReadIndex; all reads waiting in one loop turn share one request,
-//! and each is released once the applied index reaches the read index.
+//! and each is released once the applied index reaches the read index. Messages to other members
+//! go through the peer transport; messages from them arrive as `Request::Step`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,15 +15,20 @@ use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use protobuf::Message as _;
-use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
-use raft::{RawNode, StateRole};
+use raft::prelude::{
+    ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, Entry, EntryType, Message,
+};
+use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
 use tokio::sync::oneshot;
 
-use super::log_store::LogStore;
+use super::log_store::{LogStart, LogStore};
 use super::logger::raft_logger;
 use crate::command::{Command, Op};
 use crate::error::{Error, Result};
 use crate::lease::Lessor;
+use crate::peer::transport::Transport;
+use crate::peer::url_to_addr;
+use crate::proto::raftkinepb::{member_change::Kind, MemberChange};
 use crate::store::{Applied, Store};
 use crate::watch::WatchHub;
 
@@ -31,8 +37,8 @@ use crate::watch::WatchHub;
 pub struct RaftOptions {
     /// This member's raft id (never 0).
     pub id: u64,
-    /// Voters of a brand-new cluster.
-    pub initial_voters: Vec<u64>,
+    /// How the log begins when it does not exist yet.
+    pub start: LogStart,
     /// Heartbeat interval (one raft tick).
     pub tick: Duration,
     /// Election timeout in ticks.
@@ -41,6 +47,10 @@ pub struct RaftOptions {
     pub max_request_bytes: usize,
     /// Applied entries kept in the log before it is compacted.
     pub log_retention: u64,
+    /// Learners are promoted while fewer voters than this exist.
+    pub target_voters: usize,
+    /// Peers to reach before the member list is known (a member that just joined).
+    pub seed_peers: Vec<(u64, String)>,
 }
 
 /// What the rest of the node may read about raft without asking the thread.
@@ -51,6 +61,7 @@ pub struct RaftStatus {
     pub commit_index: AtomicU64,
     pub applied_index: AtomicU64,
     pub is_leader: AtomicBool,
+    pub is_learner: AtomicBool,
     pub stopped: AtomicBool,
 }
 
@@ -69,14 +80,45 @@ impl RaftStatus {
     }
 }
 
+/// One member's replication progress, as the leader sees it.
+#[derive(Clone, Debug, Default)]
+pub struct PeerProgress {
+    pub id: u64,
+    pub matched: u64,
+    pub recent_active: bool,
+}
+
+/// A consistent picture of the group for status commands.
+#[derive(Clone, Debug, Default)]
+pub struct GroupView {
+    pub leader: u64,
+    pub term: u64,
+    pub commit: u64,
+    pub applied: u64,
+    pub last_index: u64,
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    /// Filled on the leader only.
+    pub progress: Vec<PeerProgress>,
+}
+
 enum Request {
     Propose {
         op: Op,
         reply: oneshot::Sender<Result<Applied>>,
     },
+    ChangeMembers {
+        change: MemberChange,
+        reply: oneshot::Sender<Result<()>>,
+    },
     Read {
         reply: oneshot::Sender<Result<()>>,
     },
+    Step(Box<Message>),
+    View {
+        reply: oneshot::Sender<GroupView>,
+    },
+    TransferLeader(u64),
 }
 
 /// The handle the node uses to talk to the raft thread.
@@ -93,13 +135,16 @@ impl RaftHandle {
         store: Arc<Store>,
         hub: Arc<WatchHub>,
         lessor: Arc<Lessor>,
+        transport: Arc<Transport>,
     ) -> Result<RaftHandle> {
-        let log = LogStore::open(store.db(), &options.initial_voters)?;
+        let mut log = LogStore::open(store.db(), options.start.clone())?;
+        let snapshot_store = store.clone();
+        log.set_snapshot_source(Box::new(move || snapshot_store.raft_snapshot()));
         let config = raft::Config {
             id: options.id,
             election_tick: options.election_ticks,
             heartbeat_tick: 1,
-            applied: store.applied_index(),
+            applied: store.applied_index().max(log.first_index_now() - 1),
             max_size_per_msg: 1024 * 1024,
             max_inflight_msgs: 256,
             check_quorum: true,
@@ -116,16 +161,20 @@ impl RaftHandle {
             store,
             hub,
             lessor,
+            transport,
             status: status.clone(),
             inbox,
             pending: HashMap::new(),
-            next_request_id: 1,
+            pending_members: HashMap::new(),
+            next_request_id: rand::random::<u64>() >> 16,
             reads_unsent: vec![],
             reads_by_ctx: HashMap::new(),
             reads_waiting_apply: vec![],
             next_read_ctx: 1,
             was_leader: false,
+            last_housekeeping: Instant::now(),
         };
+        worker.connect_peers()?;
         worker.campaign_if_alone()?;
         let thread = std::thread::Builder::new()
             .name("raft".into())
@@ -137,28 +186,62 @@ impl RaftHandle {
         })
     }
 
-    /// Proposes a command and waits until it is applied (or fails).
-    pub async fn propose(&self, op: Op) -> Result<Applied> {
+    fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<oneshot::Receiver<T>> {
         let (reply, answer) = oneshot::channel();
         self.requests
-            .send(Request::Propose { op, reply })
+            .send(make(reply))
             .map_err(|_| Error::Stopped)?;
-        answer.await.map_err(|_| Error::Stopped)?
+        Ok(answer)
+    }
+
+    /// Proposes a command and waits until it is applied (or fails).
+    pub async fn propose(&self, op: Op) -> Result<Applied> {
+        self.ask(|reply| Request::Propose { op, reply })?
+            .await
+            .map_err(|_| Error::Stopped)?
+    }
+
+    /// Proposes a membership change and waits until it is applied.
+    pub async fn change_members(&self, change: MemberChange) -> Result<()> {
+        self.ask(|reply| Request::ChangeMembers { change, reply })?
+            .await
+            .map_err(|_| Error::Stopped)?
     }
 
     /// Waits until this member has applied everything committed when the call was made.
     pub async fn read_index(&self) -> Result<()> {
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request::Read { reply })
-            .map_err(|_| Error::Stopped)?;
-        answer.await.map_err(|_| Error::Stopped)?
+        self.ask(|reply| Request::Read { reply })?
+            .await
+            .map_err(|_| Error::Stopped)?
     }
 
-    /// Stops the thread after the requests already queued (pending ones fail with `Stopped`).
+    /// The group as this member sees it.
+    pub async fn view(&self) -> Result<GroupView> {
+        self.ask(|reply| Request::View { reply })?
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// Hands a message from a peer to raft.
+    pub fn step(&self, message: Message) -> Result<()> {
+        self.requests
+            .send(Request::Step(Box::new(message)))
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// Asks the leader (this member) to hand leadership to `to`.
+    pub fn transfer_leader(&self, to: u64) -> Result<()> {
+        self.requests
+            .send(Request::TransferLeader(to))
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// Stops the thread (pending requests fail with `Stopped`).
     pub fn stop(&mut self) {
         self.status.stopped.store(true, Ordering::Release);
-        // Dropping our sender alone does not end the loop while clones exist; the flag does.
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -171,28 +254,35 @@ impl Drop for RaftHandle {
     }
 }
 
+type Waiters = Vec<oneshot::Sender<Result<()>>>;
+
 struct Worker {
     raw: RawNode<LogStore>,
     options: RaftOptions,
     store: Arc<Store>,
     hub: Arc<WatchHub>,
     lessor: Arc<Lessor>,
+    transport: Arc<Transport>,
     status: Arc<RaftStatus>,
     inbox: mpsc::Receiver<Request>,
     /// Proposals of this member waiting to be applied, by request id.
     pending: HashMap<u64, oneshot::Sender<Result<Applied>>>,
+    pending_members: HashMap<u64, oneshot::Sender<Result<()>>>,
     next_request_id: u64,
     /// Reads received this turn, not yet given a ReadIndex request.
-    reads_unsent: Vec<oneshot::Sender<Result<()>>>,
-    reads_by_ctx: HashMap<Vec<u8>, Vec<oneshot::Sender<Result<()>>>>,
+    reads_unsent: Waiters,
+    reads_by_ctx: HashMap<Vec<u8>, Waiters>,
     /// (read index, waiters) until applied reaches the index.
-    reads_waiting_apply: Vec<(u64, Vec<oneshot::Sender<Result<()>>>)>,
+    reads_waiting_apply: Vec<(u64, Waiters)>,
     next_read_ctx: u64,
     was_leader: bool,
+    last_housekeeping: Instant,
 }
 
 /// At most this many requests are taken from the inbox per loop turn (bounds Ready size).
 const MAX_REQUESTS_PER_TURN: usize = 4096;
+/// A learner this close to the leader's log counts as caught up.
+const CAUGHT_UP_LAG: u64 = 64;
 
 impl Worker {
     fn run(mut self) {
@@ -221,6 +311,10 @@ impl Worker {
                 tracing::error!("raft loop stopped: {e}");
                 break;
             }
+            if self.last_housekeeping.elapsed() >= Duration::from_secs(1) {
+                self.last_housekeeping = Instant::now();
+                self.housekeeping();
+            }
         }
         self.fail_all();
         let _ = self.store.flush();
@@ -234,16 +328,63 @@ impl Worker {
         Ok(())
     }
 
+    /// Points the transport at every other member's peer URL (from the replicated members).
+    fn connect_peers(&mut self) -> Result<()> {
+        let members = self.store.members()?;
+        let mut known = vec![];
+        if members.is_empty() {
+            for (id, addr) in &self.options.seed_peers {
+                self.transport.set_peer(*id, addr);
+                known.push(*id);
+            }
+        }
+        for m in &members {
+            if m.id == self.options.id {
+                continue;
+            }
+            if let Some(url) = m.peer_ur_ls.first() {
+                self.transport.set_peer(m.id, &url_to_addr(url));
+                known.push(m.id);
+            }
+        }
+        for id in self.transport.peers() {
+            if !known.contains(&id) {
+                self.transport.remove_peer(id);
+            }
+        }
+        let me = members.iter().find(|m| m.id == self.options.id);
+        self.status
+            .is_learner
+            .store(me.is_some_and(|m| m.is_learner), Ordering::Release);
+        Ok(())
+    }
+
     fn handle(&mut self, req: Request) {
         match req {
             Request::Propose { op, reply } => self.propose(op, reply),
+            Request::ChangeMembers { change, reply } => {
+                self.propose_member_change(change, Some(reply))
+            }
             Request::Read { reply } => self.reads_unsent.push(reply),
+            Request::Step(m) => {
+                if let Err(e) = self.raw.step(*m) {
+                    tracing::debug!("raft step: {e}");
+                }
+            }
+            Request::View { reply } => {
+                let _ = reply.send(self.view());
+            }
+            Request::TransferLeader(to) => self.raw.transfer_leader(to),
         }
     }
 
-    fn propose(&mut self, op: Op, reply: oneshot::Sender<Result<Applied>>) {
-        let request_id = self.next_request_id;
+    fn next_id(&mut self) -> u64 {
         self.next_request_id += 1;
+        self.next_request_id
+    }
+
+    fn propose(&mut self, op: Op, reply: oneshot::Sender<Result<Applied>>) {
+        let request_id = self.next_id();
         let cmd = Command {
             proposer: self.options.id,
             request_id,
@@ -267,8 +408,53 @@ impl Worker {
         }
     }
 
+    fn propose_member_change(
+        &mut self,
+        mut change: MemberChange,
+        reply: Option<oneshot::Sender<Result<()>>>,
+    ) {
+        let request_id = self.next_id();
+        change.proposer = self.options.id;
+        change.request_id = request_id;
+        let id = change.member.as_ref().map_or(0, |m| m.id);
+        let change_type = match Kind::try_from(change.kind) {
+            Ok(Kind::AddLearner) | Ok(Kind::Demote) => ConfChangeType::AddLearnerNode,
+            Ok(Kind::Promote) => ConfChangeType::AddNode,
+            Ok(Kind::Remove) => ConfChangeType::RemoveNode,
+            Err(_) => {
+                if let Some(r) = reply {
+                    let _ = r.send(Err(Error::InvalidArgument("unknown member change".into())));
+                }
+                return;
+            }
+        };
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(change_type);
+        single.node_id = id;
+        let mut cc = ConfChangeV2::default();
+        cc.set_changes(vec![single].into());
+        cc.set_context(change.encode_to_vec().into());
+        match self.raw.propose_conf_change(vec![], cc) {
+            Ok(()) => {
+                if let Some(r) = reply {
+                    self.pending_members.insert(request_id, r);
+                }
+            }
+            Err(e) => {
+                if let Some(r) = reply {
+                    let _ = r.send(Err(match e {
+                        raft::Error::ProposalDropped => Error::NoLeader,
+                        e => Error::Raft(e),
+                    }));
+                }
+            }
+        }
+    }
+
     fn send_reads(&mut self) {
-        if self.reads_unsent.is_empty() {
+        // Without a leader a ReadIndex request would be dropped: keep the reads until one is
+        // known (they fail by the node's request timeout if none appears).
+        if self.reads_unsent.is_empty() || self.raw.raft.leader_id == 0 {
             return;
         }
         let ctx = self.next_read_ctx.to_be_bytes().to_vec();
@@ -283,11 +469,9 @@ impl Worker {
             return Ok(());
         }
         let mut ready = self.raw.ready();
-        self.send_messages(ready.take_messages());
+        self.transport.send(ready.take_messages());
         if !ready.snapshot().is_empty() {
-            return Err(Error::Corrupt(
-                "received a raft snapshot; snapshot install is not available yet".into(),
-            ));
+            self.install_snapshot(ready.snapshot().clone())?;
         }
         self.apply_entries(ready.take_committed_entries())?;
         let mut must_flush = false;
@@ -310,12 +494,12 @@ impl Worker {
         if let Some(ss) = ready.ss() {
             self.on_soft_state(ss.leader_id, ss.raft_state);
         }
-        self.send_messages(ready.take_persisted_messages());
+        self.transport.send(ready.take_persisted_messages());
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
             self.raw.store().set_commit(commit)?;
         }
-        self.send_messages(light.take_messages());
+        self.transport.send(light.take_messages());
         self.apply_entries(light.take_committed_entries())?;
         self.raw.advance_apply();
         self.release_reads();
@@ -324,17 +508,34 @@ impl Worker {
         Ok(())
     }
 
-    fn send_messages(&mut self, messages: Vec<Message>) {
-        // A group of one has no peers; peer transport arrives with replication.
-        if !messages.is_empty() {
-            tracing::debug!(
-                "dropping {} raft messages: no peer transport",
-                messages.len()
-            );
-        }
+    fn install_snapshot(&mut self, snapshot: raft::prelude::Snapshot) -> Result<()> {
+        let meta = snapshot.get_metadata();
+        tracing::info!(
+            index = meta.index,
+            term = meta.term,
+            "installing snapshot from the leader"
+        );
+        self.store
+            .install_snapshot(snapshot.get_data(), meta.index)?;
+        self.raw.store().apply_snapshot(meta)?;
+        self.store.flush()?;
+        self.lessor.restore(&self.store.leases()?);
+        // Watch streams see a revision with no events and catch up from the table.
+        self.hub.publish(self.store.revision(), vec![]);
+        self.connect_peers()?;
+        self.status
+            .applied_index
+            .store(meta.index, Ordering::Release);
+        Ok(())
     }
 
     fn on_soft_state(&mut self, leader: u64, role: StateRole) {
+        if leader != self.status.leader() || leader == 0 {
+            // ReadIndex requests sent to a former leader may never be answered: ask again.
+            for (_, waiters) in self.reads_by_ctx.drain() {
+                self.reads_unsent.extend(waiters);
+            }
+        }
         self.status.leader.store(leader, Ordering::Release);
         let is_leader = role == StateRole::Leader;
         self.status.is_leader.store(is_leader, Ordering::Release);
@@ -343,8 +544,9 @@ impl Worker {
             self.lessor.promote(election);
             tracing::info!(term = self.raw.raft.term, "became leader");
         }
-        if !is_leader && self.was_leader {
-            // Proposals in flight may never commit under another leader: fail them promptly.
+        if leader == 0 || (!is_leader && self.was_leader) {
+            // Proposals in flight may never commit under another leader: fail them promptly
+            // (the client may retry; the outcome of a failed write is unknown, as with etcd).
             for (_, reply) in self.pending.drain() {
                 let _ = reply.send(Err(Error::NoLeader));
             }
@@ -362,16 +564,46 @@ impl Worker {
                     let cs = self.raw.apply_conf_change(&cc)?;
                     self.raw.store().set_conf_state(&cs)?;
                 }
-                EntryType::EntryConfChangeV2 => {
-                    let cc = ConfChangeV2::parse_from_bytes(&entry.data)
-                        .map_err(|e| Error::Corrupt(format!("conf change: {e}")))?;
-                    let cs = self.raw.apply_conf_change(&cc)?;
-                    self.raw.store().set_conf_state(&cs)?;
-                }
+                EntryType::EntryConfChangeV2 => self.apply_member_change(&entry)?,
             }
             self.status
                 .applied_index
                 .store(entry.index, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    fn apply_member_change(&mut self, entry: &Entry) -> Result<()> {
+        let cc = ConfChangeV2::parse_from_bytes(&entry.data)
+            .map_err(|e| Error::Corrupt(format!("conf change: {e}")))?;
+        let cs = self.raw.apply_conf_change(&cc)?;
+        self.raw.store().set_conf_state(&cs)?;
+        if entry.index <= self.store.applied_index() {
+            return Ok(());
+        }
+        let change = if cc.get_context().is_empty() {
+            None
+        } else {
+            Some(MemberChange::decode(cc.get_context())?)
+        };
+        match &change {
+            Some(change) => self.store.apply_member_change(entry.index, change)?,
+            None => self
+                .store
+                .commit_batch(sled::Batch::default(), entry.index, None, None)?,
+        }
+        self.connect_peers()?;
+        if let Some(change) = change {
+            if change.proposer == self.options.id {
+                if let Some(reply) = self.pending_members.remove(&change.request_id) {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            tracing::info!(
+                member = change.member.as_ref().map_or(0, |m| m.id),
+                kind = ?Kind::try_from(change.kind),
+                "membership changed"
+            );
         }
         Ok(())
     }
@@ -436,8 +668,99 @@ impl Worker {
         Ok(())
     }
 
+    fn view(&self) -> GroupView {
+        let raft = &self.raw.raft;
+        let cs = self.raw.store().conf_state();
+        let progress = if raft.state == StateRole::Leader {
+            raft.prs()
+                .iter()
+                .map(|(id, pr)| PeerProgress {
+                    id: *id,
+                    matched: pr.matched,
+                    recent_active: pr.recent_active || *id == self.options.id,
+                })
+                .collect()
+        } else {
+            vec![]
+        };
+        GroupView {
+            leader: raft.leader_id,
+            term: raft.term,
+            commit: raft.raft_log.committed,
+            applied: self.store.applied_index(),
+            last_index: raft.raft_log.last_index(),
+            voters: cs.voters.clone(),
+            learners: cs.learners.clone(),
+            progress,
+        }
+    }
+
+    /// Once a second: report unreachable peers, and (on the leader) promote caught-up learners
+    /// while the group has fewer voters than wanted.
+    fn housekeeping(&mut self) {
+        for id in self.transport.take_unreachable() {
+            self.raw.report_unreachable(id);
+            let in_snapshot = self
+                .raw
+                .raft
+                .prs()
+                .get(id)
+                .is_some_and(|pr| pr.state == ProgressState::Snapshot);
+            if in_snapshot {
+                self.raw.report_snapshot(id, SnapshotStatus::Failure);
+            }
+        }
+        if self.raw.raft.state != StateRole::Leader {
+            return;
+        }
+        let raft = &self.raw.raft;
+        if raft.has_pending_conf() {
+            tracing::debug!(
+                pending = raft.pending_conf_index,
+                applied = raft.raft_log.applied,
+                "membership change pending"
+            );
+            return; // one membership change at a time
+        }
+        let cs = self.raw.store().conf_state();
+        if cs.voters.len() >= self.options.target_voters || !cs.voters_outgoing.is_empty() {
+            return;
+        }
+        let last = raft.raft_log.last_index();
+        let candidate = cs.learners.iter().copied().find(|id| {
+            raft.prs()
+                .get(*id)
+                // (not `recent_active`: raft resets it every election timeout, in phase with
+                // this check)
+                .is_some_and(|pr| {
+                    pr.state == ProgressState::Replicate && pr.matched + CAUGHT_UP_LAG >= last
+                })
+        });
+        let Some(id) = candidate else {
+            tracing::debug!(learners = ?cs.learners, last, "no learner ready for promotion");
+            return;
+        };
+        let member = match self.store.member(id) {
+            Ok(Some(m)) => m,
+            _ => return,
+        };
+        tracing::info!(member = id, "promoting caught-up learner to voter");
+        self.propose_member_change(
+            MemberChange {
+                kind: Kind::Promote as i32,
+                member: Some(member),
+                proposer: 0,
+                request_id: 0,
+            },
+            None,
+        );
+    }
+
     fn fail_all(&mut self) {
         for (_, reply) in self.pending.drain() {
+            let _ = reply.send(Err(Error::Stopped));
+        }
+        for (_, reply) in self.pending_members.drain() {
             let _ = reply.send(Err(Error::Stopped));
         }
         for waiters in self.reads_by_ctx.drain().map(|(_, w)| w) {

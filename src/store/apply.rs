@@ -33,6 +33,8 @@ pub enum Response {
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
     Alarm(AlarmResponse),
+    /// Commands with nothing to answer but success (membership attributes, join tokens).
+    Done,
 }
 
 /// What the lessor must learn from an applied command.
@@ -71,6 +73,9 @@ impl Store {
             Some(Op::LeaseGrant(r)) => txn.lease_grant(r).map(Response::LeaseGrant),
             Some(Op::LeaseRevoke(r)) => txn.lease_revoke(r).map(Response::LeaseRevoke),
             Some(Op::Alarm(r)) => txn.alarm(r).map(Response::Alarm),
+            Some(Op::MemberAttributes(m)) => txn.publish_member(m).map(|()| Response::Done),
+            Some(Op::AddJoinToken(t)) => txn.add_join_token(t).map(|()| Response::Done),
+            Some(Op::ConsumeJoinToken(t)) => txn.consume_join_token(t).map(|()| Response::Done),
             None => Err(Error::InvalidArgument("empty command".into())),
         };
         let mut batch = sled::Batch::default();
@@ -85,21 +90,7 @@ impl Store {
         };
         let changed = answer.is_ok() && txn.sub > 0;
         let revision = if changed { txn.base + 1 } else { txn.base };
-        if changed {
-            batch.insert(META_REVISION, &encode_i64(revision));
-        }
-        batch.insert(META_APPLIED, &encode_i64(index as i64));
-
-        let guard = WriteGuard::begin(self);
-        self.table.apply_batch(batch)?;
-        self.set_revision(revision);
-        if let Some(c) = new_compact {
-            self.compact_revision
-                .store(c, std::sync::atomic::Ordering::Release);
-        }
-        self.applied_index
-            .store(index, std::sync::atomic::Ordering::Release);
-        drop(guard);
+        self.commit_batch(batch, index, changed.then_some(revision), new_compact)?;
 
         Ok(answer.map(|response| Applied {
             revision,
@@ -107,6 +98,34 @@ impl Store {
             events: txn.events,
             lease_effects: txn.lease_effects,
         }))
+    }
+
+    /// Writes a command's batch together with the applied raft index (and the new revision and
+    /// compaction revision when they moved), atomically, then publishes them to readers.
+    pub(crate) fn commit_batch(
+        &self,
+        mut batch: sled::Batch,
+        index: u64,
+        revision: Option<i64>,
+        compact: Option<i64>,
+    ) -> Result<()> {
+        if let Some(rev) = revision {
+            batch.insert(META_REVISION, &encode_i64(rev));
+        }
+        batch.insert(META_APPLIED, &encode_i64(index as i64));
+        let guard = WriteGuard::begin(self);
+        self.table.apply_batch(batch)?;
+        if let Some(rev) = revision {
+            self.set_revision(rev);
+        }
+        if let Some(c) = compact {
+            self.compact_revision
+                .store(c, std::sync::atomic::Ordering::Release);
+        }
+        self.applied_index
+            .store(index, std::sync::atomic::Ordering::Release);
+        drop(guard);
+        Ok(())
     }
 
     /// Alarms raised (member id, alarm type), from the table.
@@ -145,13 +164,13 @@ impl Drop for WriteGuard<'_> {
 }
 
 /// One command's writes in progress: reads see the table plus the writes made so far.
-struct WriteTxn<'s> {
-    store: &'s Store,
+pub(crate) struct WriteTxn<'s> {
+    pub(crate) store: &'s Store,
     /// Store revision before this command.
     base: i64,
     /// Next sub-revision; > 0 once anything was written.
     sub: i64,
-    batch: sled::Batch,
+    pub(crate) batch: sled::Batch,
     /// Live-table changes of this command (None = deleted), overlaying the tree.
     live: BTreeMap<Vec<u8>, Option<KeyValue>>,
     events: Vec<Event>,
@@ -278,10 +297,15 @@ impl<'s> WriteTxn<'s> {
             lease,
         };
         self.write_row(rev, &kv, prev.as_ref());
+        let event_prev = if kv.create_revision == kv.mod_revision {
+            None
+        } else {
+            self.before_command(&kv.key)?
+        };
         self.events.push(Event {
             r#type: EventType::Put as i32,
             kv: Some(kv),
-            prev_kv: prev.clone(),
+            prev_kv: event_prev,
         });
         Ok(PutResponse {
             header: Self::header(rev.main),
@@ -293,7 +317,7 @@ impl<'s> WriteTxn<'s> {
         let range = KeyRange::new(&req.key, &req.range_end);
         let victims = self.live_in(&range)?;
         for prev in &victims {
-            self.delete_key(prev);
+            self.delete_key(prev)?;
         }
         Ok(DeleteRangeResponse {
             header: Self::header(self.read_rev()),
@@ -302,7 +326,7 @@ impl<'s> WriteTxn<'s> {
         })
     }
 
-    fn delete_key(&mut self, prev: &KeyValue) {
+    fn delete_key(&mut self, prev: &KeyValue) -> Result<()> {
         let rev = self.next_rev();
         let tombstone = KeyValue {
             key: prev.key.clone(),
@@ -310,11 +334,21 @@ impl<'s> WriteTxn<'s> {
             ..Default::default()
         };
         self.write_row(rev, &tombstone, Some(prev));
+        let event_prev = self.before_command(&prev.key)?;
         self.events.push(Event {
             r#type: EventType::Delete as i32,
             kv: Some(tombstone),
-            prev_kv: Some(prev.clone()),
+            prev_kv: event_prev,
         });
+        Ok(())
+    }
+
+    /// The key's value before this command (what etcd puts in watch events' prev_kv).
+    fn before_command(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        match self.store.table.get(live_key(key))? {
+            Some(row) => Ok(Some(Store::decode_row(&row)?)),
+            None => Ok(None),
+        }
     }
 
     fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
@@ -344,7 +378,9 @@ impl<'s> WriteTxn<'s> {
         self.choose_path(req, &mut path)?;
         self.check_chosen(req, &path, &mut 0)?;
         let mut cursor = 0;
-        self.txn(req, &path, &mut cursor)
+        let mut resp = self.txn(req, &path, &mut cursor)?;
+        resp.header = Self::header(self.read_rev());
+        Ok(resp)
     }
 
     fn choose_path(&self, req: &TxnRequest, path: &mut Vec<bool>) -> Result<()> {
@@ -412,8 +448,9 @@ impl<'s> WriteTxn<'s> {
         for op in ops {
             responses.push(self.op(op, path, cursor)?);
         }
+        // etcd leaves a nested txn's header empty; the top level fills its own.
         Ok(TxnResponse {
-            header: Self::header(self.read_rev()),
+            header: Some(ResponseHeader::default()),
             succeeded,
             responses,
         })
@@ -470,7 +507,7 @@ impl<'s> WriteTxn<'s> {
     }
 
     fn lease_grant(&mut self, req: &LeaseGrantRequest) -> Result<LeaseGrantResponse> {
-        if req.id <= 0 {
+        if req.id == 0 {
             return Err(Error::InvalidArgument(
                 "lease id must be chosen by the proposer".into(),
             ));
@@ -500,7 +537,7 @@ impl<'s> WriteTxn<'s> {
         }
         for key in self.store.lease_keys(req.id)? {
             if let Some(prev) = self.get_live(&key)? {
-                self.delete_key(&prev);
+                self.delete_key(&prev)?;
             }
             self.batch.remove(lease_attachment_key(req.id, &key));
         }

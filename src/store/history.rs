@@ -22,11 +22,17 @@ impl Store {
             let (k, row) = item?;
             let rev = Rev::from_bytes(&k[1..]).ok_or_else(|| Error::Corrupt("row key".into()))?;
             let kv = Store::decode_row(&row)?;
-            let prev_kv = self.row_before(&kv.key, rev)?;
             let kind = if kv.version == 0 {
                 EventType::Delete
             } else {
                 EventType::Put
+            };
+            // etcd gives no prev_kv to create events, else the value before the transaction.
+            let created = kind == EventType::Put && kv.create_revision == kv.mod_revision;
+            let prev_kv = if created {
+                None
+            } else {
+                self.row_before(&kv.key, rev)?
             };
             out.push((
                 rev.main,

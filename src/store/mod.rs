@@ -9,6 +9,7 @@
 pub mod apply;
 pub mod compact;
 pub mod history;
+pub mod membership;
 pub mod read;
 pub mod schema;
 pub mod snapshot;
@@ -56,8 +57,22 @@ impl Store {
 
     fn with_db(db: sled::Db) -> Result<Store> {
         let table = db.open_tree("revisions")?;
+        let store = Store {
+            db,
+            table,
+            revision: AtomicI64::new(1),
+            compact_revision: AtomicI64::new(-1),
+            applied_index: AtomicU64::new(0),
+            write_seq: AtomicU64::new(0),
+        };
+        store.reload_meta()?;
+        Ok(store)
+    }
+
+    /// Loads revision, compaction revision and applied index from the table.
+    fn reload_meta(&self) -> Result<()> {
         let meta = |name: &[u8]| -> Result<Option<i64>> {
-            match table.get(name)? {
+            match self.table.get(name)? {
                 Some(v) => decode_i64(&v)
                     .map(Some)
                     .ok_or_else(|| Error::Corrupt("meta value".into())),
@@ -65,17 +80,13 @@ impl Store {
             }
         };
         // An empty etcd starts at revision 1.
-        let revision = meta(META_REVISION)?.unwrap_or(1);
-        let compact = meta(META_COMPACT)?.unwrap_or(0);
-        let applied = meta(META_APPLIED)?.unwrap_or(0) as u64;
-        Ok(Store {
-            db,
-            table,
-            revision: AtomicI64::new(revision),
-            compact_revision: AtomicI64::new(compact),
-            applied_index: AtomicU64::new(applied),
-            write_seq: AtomicU64::new(0),
-        })
+        self.set_revision(meta(META_REVISION)?.unwrap_or(1));
+        // etcd's compaction revision is -1 until the first compaction (Compact(0) then succeeds).
+        self.compact_revision
+            .store(meta(META_COMPACT)?.unwrap_or(-1), Ordering::Release);
+        self.applied_index
+            .store(meta(META_APPLIED)?.unwrap_or(0) as u64, Ordering::Release);
+        Ok(())
     }
 
     /// The sled database (the raft log lives in another tree of it, so one flush covers both).

@@ -85,7 +85,9 @@ impl<'r> Collector<'r> {
             || req.max_mod_revision != 0
             || req.min_create_revision != 0
             || req.max_create_revision != 0;
-        let sorted = req.sort_order != SortOrder::None as i32 || req.sort_target != 0;
+        // As etcd: only an explicit sort order reads the whole range; NONE with another target
+        // sorts (ascending) just the first limit+1 keys.
+        let sorted = req.sort_order != SortOrder::None as i32;
         let limit = if req.limit > 0 {
             req.limit as usize
         } else {
@@ -127,6 +129,9 @@ impl<'r> Collector<'r> {
     /// The response (header revision filled in by the caller).
     pub(crate) fn finish(mut self, header_revision: i64) -> RangeResponse {
         let req = self.req;
+        if req.count_only {
+            self.kvs.clear();
+        }
         sort_kvs(&mut self.kvs, req);
         let mut more = false;
         if req.limit > 0 && self.kvs.len() > req.limit as usize {
@@ -137,9 +142,6 @@ impl<'r> Collector<'r> {
             for kv in &mut self.kvs {
                 kv.value.clear();
             }
-        }
-        if req.count_only {
-            self.kvs.clear();
         }
         RangeResponse {
             header: Some(ResponseHeader {
@@ -350,10 +352,10 @@ impl Store {
         }
     }
 
-    /// The newest row of `key` strictly before `rev` (a watch event's prev_kv), if not deleted.
+    /// The key's value before the transaction of `rev` (a watch event's prev_kv), if it existed.
     pub(crate) fn row_before(&self, key: &[u8], rev: Rev) -> Result<Option<KeyValue>> {
         let lower = index_prefix(key);
-        let upper = index_key(key, rev);
+        let upper = index_key(key, Rev::new(rev.main, 0));
         match self.table.range(lower..upper).next_back() {
             Some(item) => {
                 let (ik, tombstone) = item?;

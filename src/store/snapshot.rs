@@ -1,27 +1,106 @@
-//! Serialising the revision table for Maintenance.Snapshot.
+//! Serialising the revision table (Maintenance.Snapshot, and raft snapshots for lagging members).
 //!
-//! Format (raftkine's own, version 1): the magic line `raftkine-snapshot-v1\n`, then every entry
-//! of the table as `u32 key length, key, u32 value length, value` (big-endian), then a CRC-32 of
-//! everything before it. etcd's bbolt snapshot format is not produced yet.
+//! Format (raftkine's own, version 1): the magic line `raftkine-snapshot-v1\n`, the payload
+//! length (u64), the payload — every entry of the table as `u32 key length, key, u32 value
+//! length, value` (big-endian) — zero padding to a multiple of 512 bytes, then the SHA-256 of
+//! everything before it. The padding and trailer are the envelope `etcdctl snapshot save`
+//! checks; etcd's bbolt page format itself is not produced yet.
 
+use sha2::{Digest, Sha256};
+
+use super::schema::{encode_i64, META_APPLIED};
 use super::Store;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 pub const SNAPSHOT_MAGIC: &[u8] = b"raftkine-snapshot-v1\n";
+const PAGE: usize = 512;
 
 impl Store {
     /// The whole table as a snapshot blob.
     pub fn export_snapshot(&self) -> Result<Vec<u8>> {
-        let mut out = SNAPSHOT_MAGIC.to_vec();
+        let mut payload = vec![];
         for item in self.table.iter() {
             let (k, v) = item?;
-            out.extend_from_slice(&(k.len() as u32).to_be_bytes());
-            out.extend_from_slice(&k);
-            out.extend_from_slice(&(v.len() as u32).to_be_bytes());
-            out.extend_from_slice(&v);
+            payload.extend_from_slice(&(k.len() as u32).to_be_bytes());
+            payload.extend_from_slice(&k);
+            payload.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            payload.extend_from_slice(&v);
         }
-        let crc = crc32fast::hash(&out);
-        out.extend_from_slice(&crc.to_be_bytes());
+        let mut out = SNAPSHOT_MAGIC.to_vec();
+        out.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+        out.extend_from_slice(&payload);
+        out.resize(out.len().div_ceil(PAGE) * PAGE, 0);
+        let digest = Sha256::digest(&out);
+        out.extend_from_slice(&digest);
         Ok(out)
     }
+}
+
+impl Store {
+    /// A snapshot for raft: (applied index, blob). Called on the raft thread, so no command is
+    /// applied while it is taken and the blob is exactly the table at that index.
+    pub fn raft_snapshot(&self) -> Result<(u64, Vec<u8>)> {
+        let applied = self.applied_index();
+        Ok((applied, self.export_snapshot()?))
+    }
+
+    /// Replaces the whole table by a snapshot taken on another member at raft `index`.
+    pub fn install_snapshot(&self, blob: &[u8], index: u64) -> Result<()> {
+        let entries = parse_snapshot(blob)?;
+        self.begin_write();
+        let result = (|| -> Result<()> {
+            self.table.clear()?;
+            let mut batch = sled::Batch::default();
+            for (k, v) in entries {
+                batch.insert(k, v);
+            }
+            batch.insert(META_APPLIED, &encode_i64(index as i64));
+            self.table.apply_batch(batch)?;
+            self.reload_meta()?;
+            Ok(())
+        })();
+        self.end_write();
+        result
+    }
+}
+
+/// Checks a snapshot blob and splits it into table entries.
+pub fn parse_snapshot(blob: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let bad = |why: &str| Error::Corrupt(format!("snapshot: {why}"));
+    let header = SNAPSHOT_MAGIC.len() + 8;
+    if blob.len() < header + 32 || !blob.starts_with(SNAPSHOT_MAGIC) {
+        return Err(bad("not a raftkine snapshot"));
+    }
+    let (body, digest) = blob.split_at(blob.len() - 32);
+    if Sha256::digest(body).as_slice() != digest {
+        return Err(bad("checksum mismatch"));
+    }
+    let len_bytes: [u8; 8] = body[SNAPSHOT_MAGIC.len()..header]
+        .try_into()
+        .map_err(|_| bad("truncated"))?;
+    let len = u64::from_be_bytes(len_bytes) as usize;
+    if body.len() < header + len {
+        return Err(bad("truncated"));
+    }
+    let mut rest = &body[header..header + len];
+    let mut out = vec![];
+    let take = |rest: &mut &[u8]| -> Result<Vec<u8>> {
+        if rest.len() < 4 {
+            return Err(bad("truncated"));
+        }
+        let (len, tail) = rest.split_at(4);
+        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        if tail.len() < len {
+            return Err(bad("truncated"));
+        }
+        let (value, tail) = tail.split_at(len);
+        *rest = tail;
+        Ok(value.to_vec())
+    };
+    while !rest.is_empty() {
+        let k = take(&mut rest)?;
+        let v = take(&mut rest)?;
+        out.push((k, v));
+    }
+    Ok(out)
 }

@@ -98,7 +98,10 @@ fn put_assigns_revisions_versions_and_create_revision() {
     let event = &second.events[0];
     let kv = event.kv.as_ref().expect("kv");
     assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
-    assert_eq!(event.prev_kv.as_ref().map(|p| p.value.clone()), Some(b"1".to_vec()));
+    assert_eq!(
+        event.prev_kv.as_ref().map(|p| p.value.clone()),
+        Some(b"1".to_vec())
+    );
 }
 
 #[test]
@@ -110,10 +113,19 @@ fn reads_at_past_revisions_see_the_past() {
     f.delete("b", ""); // 5
     f.put("c", "1"); // 6
     assert_eq!(f.range("a", "\0", 2).expect("r"), pairs(&[("a", "1")]));
-    assert_eq!(f.range("a", "\0", 3).expect("r"), pairs(&[("a", "1"), ("b", "1")]));
-    assert_eq!(f.range("a", "\0", 4).expect("r"), pairs(&[("a", "2"), ("b", "1")]));
+    assert_eq!(
+        f.range("a", "\0", 3).expect("r"),
+        pairs(&[("a", "1"), ("b", "1")])
+    );
+    assert_eq!(
+        f.range("a", "\0", 4).expect("r"),
+        pairs(&[("a", "2"), ("b", "1")])
+    );
     assert_eq!(f.range("a", "\0", 5).expect("r"), pairs(&[("a", "2")]));
-    assert_eq!(f.range("a", "\0", 0).expect("r"), pairs(&[("a", "2"), ("c", "1")]));
+    assert_eq!(
+        f.range("a", "\0", 0).expect("r"),
+        pairs(&[("a", "2"), ("c", "1")])
+    );
     assert!(matches!(f.range("a", "", 7), Err(Error::FutureRevision)));
 }
 
@@ -195,7 +207,10 @@ fn compaction_keeps_the_newest_row_at_or_below_it() {
     assert!(matches!(f.compact(5), Err(Error::Compacted)));
     assert!(matches!(f.compact(100), Err(Error::FutureRevision)));
     // History above the compaction is still replayable; below it is gone.
-    assert!(matches!(f.store.events_between(4, 6), Err(Error::Compacted)));
+    assert!(matches!(
+        f.store.events_between(4, 6),
+        Err(Error::Compacted)
+    ));
     let events = f.store.events_between(5, 6).expect("history");
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].0, 6);

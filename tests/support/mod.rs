@@ -3,6 +3,10 @@
 //! temporary data dir, killed when dropped.
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod linearizability;
+pub mod proxy;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -110,6 +114,14 @@ impl Server {
                     .arg("--listen")
                     .arg(format!("tcp://{addr}"))
                     .args(&self.extra_args);
+                if !self
+                    .extra_args
+                    .iter()
+                    .any(|a| a.starts_with("--peer-listen"))
+                {
+                    cmd.arg("--peer-listen")
+                        .arg(format!("tcp://127.0.0.1:{}", free_port()));
+                }
                 cmd
             }
             Kind::Etcd => {

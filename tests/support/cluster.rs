@@ -1,0 +1,692 @@
+//! Running N raftkine processes as one cluster, for the replication tests.
+//!
+//! Nodes are numbered from 0 (`cluster.node(0)`) and named `n1`, `n2`, …; each has its own
+//! storage dir and log under one temporary dir, a client port and a peer port. The first node
+//! bootstraps the cluster with `serve`; every other node gets a join token from `add-node` on a
+//! running member and starts with `join ADDR/TOKEN` (which joins, then keeps serving). A restart
+//! runs `serve` again on the node's storage dir. The command lines are all built in the "command
+//! line" section below, the one place to adapt when the CLI changes.
+//!
+//! With `Cluster::start_with_proxies(n)` each node advertises a [`Proxy`] in front of its real
+//! peer port (`--advertise-peer-url`), so the test can partition peers: `isolate(i)` or
+//! `partition(&[&[0, 1], &[2]])` blocks the connections between groups, `heal()` ends it.
+//! Since a node's outgoing peer connections arrive at the other nodes' proxies mixed with
+//! everyone else's, the proxies tell them apart by the process owning the connecting socket
+//! (found in /proc, Linux only): a connection into node j's proxy is blocked when it comes from
+//! a node of another group. Both directions of every link across groups are thus cut, whichever
+//! side dialled.
+//!
+//! When a test panics with a cluster alive, dropping the cluster prints the tail of every log.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, ConnectOptions, StatusResponse};
+
+use super::free_port;
+use super::proxy::Proxy;
+use super::raftkine_bin;
+
+/// How to start a cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Put a proxy in front of each node's peer port (needed for `isolate`/`partition`).
+    pub proxies: bool,
+    /// Extra flags for every node's `serve`/`join` (e.g. election timeouts).
+    pub extra_args: Vec<String>,
+    /// How long a node may take to listen on its client port.
+    pub ready_timeout: Duration,
+    /// Request timeout of the clients made by `client`/`clients` (a partitioned node may never
+    /// answer).
+    pub client_timeout: Duration,
+}
+
+impl ClusterOptions {
+    pub fn new(nodes: usize) -> Self {
+        ClusterOptions {
+            nodes,
+            proxies: false,
+            extra_args: Vec::new(),
+            ready_timeout: Duration::from_secs(30),
+            client_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command line (the planned CLI; adapt here).
+
+/// The flags every node gets, whether it bootstraps, joins or restarts.
+fn node_flags(node: &Node) -> Vec<String> {
+    let mut flags = vec![
+        "--storage-dir".to_string(),
+        node.dir.display().to_string(),
+        "--listen".to_string(),
+        format!("tcp://127.0.0.1:{}", node.client_port),
+        "--peer-listen".to_string(),
+        format!("tcp://127.0.0.1:{}", node.peer_port),
+        "--name".to_string(),
+        node.name.clone(),
+    ];
+    if node.advertised_peer_port != node.peer_port {
+        flags.push("--advertise-peer-url".to_string());
+        flags.push(format!("tcp://127.0.0.1:{}", node.advertised_peer_port));
+    }
+    flags.extend(node.extra_args.iter().cloned());
+    flags
+}
+
+/// The first node (`join: None`) or a restart: `raftkine serve ...`; a new member:
+/// `raftkine join ADDR/TOKEN ...`.
+fn node_command(node: &Node, join: Option<&str>) -> Command {
+    let mut cmd = Command::new(raftkine_bin());
+    match join {
+        None => cmd.arg("serve"),
+        Some(arg) => cmd.arg("join").arg(arg),
+    };
+    cmd.args(node_flags(node));
+    cmd
+}
+
+/// `raftkine add-node --endpoint http://...`, run against a member.
+fn add_node_command(endpoint: &str) -> Command {
+    let mut cmd = Command::new(raftkine_bin());
+    cmd.arg("add-node").arg("--endpoint").arg(endpoint);
+    cmd
+}
+
+/// The `ADDR/TOKEN` argument of the `raftkine join ADDR/TOKEN` line that `add-node` prints.
+pub fn parse_join_arg(output: &str) -> Option<String> {
+    output.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        while let Some(word) = words.next() {
+            if word.ends_with("raftkine") && words.clone().next() == Some("join") {
+                let arg = words.nth(1)?;
+                return arg.contains('/').then(|| arg.to_string());
+            }
+        }
+        None
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nodes.
+
+/// One member process; killed when dropped.
+pub struct Node {
+    pub index: usize,
+    pub name: String,
+    pub client_port: u16,
+    /// The port the node listens on for peers.
+    pub peer_port: u16,
+    /// The peer port other nodes are told to use: the proxy's, or `peer_port` without proxies.
+    pub advertised_peer_port: u16,
+    /// The storage dir (kept across restarts).
+    pub dir: PathBuf,
+    log_path: PathBuf,
+    extra_args: Vec<String>,
+    ready_timeout: Duration,
+    child: Option<Child>,
+    /// The running process's pid, 0 when not running (read by the proxies' filters).
+    pid: Arc<AtomicU32>,
+}
+
+impl Node {
+    /// The client URL, `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The process id, if started and not killed.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Whether the process is running (false once it exited by itself or was killed).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// kill -9, leaving the storage dir for a restart.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.pid.store(0, Ordering::SeqCst);
+    }
+
+    /// Starts the node again on its storage dir (`serve`) and waits until it listens.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn(None);
+    }
+
+    /// Everything the node logged (stderr and stdout, across restarts).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The last `lines` lines of the log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// A client of this node only (requests time out after the cluster's client timeout).
+    pub async fn client(&self, timeout: Duration) -> Client {
+        connect(&[self.endpoint()], timeout).await
+    }
+
+    /// Maintenance.Status of this node, failing after `timeout`.
+    pub async fn status(&self, timeout: Duration) -> Result<StatusResponse, String> {
+        let mut client = self.client(timeout).await;
+        match tokio::time::timeout(timeout, client.status()).await {
+            Ok(Ok(status)) => Ok(status),
+            Ok(Err(e)) => Err(format!("{}: {e}", self.name)),
+            Err(_) => Err(format!("{}: no status within {timeout:?}", self.name)),
+        }
+    }
+
+    /// Starts the process (`join` for a new member) and waits until it listens.
+    fn spawn(&mut self, join: Option<&str>) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap_or_else(|e| panic!("{}: log file: {e}", self.name));
+        let out = log.try_clone().expect("log file handle");
+        let child = node_command(self, join)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: starting {:?}: {e}", self.name, raftkine_bin()));
+        self.pid.store(child.id(), Ordering::SeqCst);
+        self.child = Some(child);
+        self.wait_listening();
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + self.ready_timeout;
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.pid.store(0, Ordering::SeqCst);
+                panic!("{} exited early ({status}):\n{}", self.name, self.log());
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.client_port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "{} did not listen within {:?}:\n{}",
+            self.name,
+            self.ready_timeout,
+            self.log()
+        );
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cluster.
+
+/// N raftkine processes forming one cluster; see the module doc.
+pub struct Cluster {
+    nodes: Vec<Node>,
+    /// Node i's peer proxy, when started with proxies.
+    proxies: Vec<Proxy>,
+    /// Group of each node while partitioned, shared with the proxies' filters.
+    groups: Arc<RwLock<Option<Vec<usize>>>>,
+    options: ClusterOptions,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts an n-node cluster without proxies.
+    pub fn start(n: usize) -> Cluster {
+        Self::start_with(ClusterOptions::new(n))
+    }
+
+    /// Starts an n-node cluster whose peer traffic goes through proxies (for partitions).
+    pub fn start_with_proxies(n: usize) -> Cluster {
+        Self::start_with(ClusterOptions {
+            proxies: true,
+            ..ClusterOptions::new(n)
+        })
+    }
+
+    /// Starts the first node, then adds the others one by one with add-node and join.
+    pub fn start_with(options: ClusterOptions) -> Cluster {
+        assert!(options.nodes >= 1, "a cluster has at least one node");
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            proxies: Vec::new(),
+            groups: Arc::new(RwLock::new(None)),
+            dir: tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")),
+            options,
+        };
+        for _ in 0..cluster.options.nodes {
+            cluster.add_node();
+        }
+        cluster
+    }
+
+    /// Adds a node: bootstraps the cluster if it is the first, else gets a join token from a
+    /// running member and joins. Returns its index.
+    pub fn add_node(&mut self) -> usize {
+        let mut node = self.new_node();
+        let join = if self.nodes.is_empty() {
+            None
+        } else {
+            Some(self.join_token())
+        };
+        node.spawn(join.as_deref());
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    /// A node not started yet, with its ports, dirs and (if configured) proxy.
+    fn new_node(&mut self) -> Node {
+        let index = self.nodes.len();
+        let name = format!("n{}", index + 1);
+        let base = self.dir.path().join(&name);
+        std::fs::create_dir_all(&base).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let peer_port = free_port();
+        let pid = Arc::new(AtomicU32::new(0));
+        let advertised_peer_port = if self.options.proxies {
+            self.add_proxy(index, peer_port)
+        } else {
+            peer_port
+        };
+        Node {
+            index,
+            client_port: free_port(),
+            peer_port,
+            advertised_peer_port,
+            dir: base.join("data"),
+            log_path: base.join("server.log"),
+            extra_args: self.options.extra_args.clone(),
+            ready_timeout: self.options.ready_timeout,
+            child: None,
+            pid,
+            name,
+        }
+    }
+
+    /// Asks a running member for a join token (retrying while the cluster settles).
+    fn join_token(&mut self) -> String {
+        let deadline = Instant::now() + self.options.ready_timeout;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            for i in 0..self.nodes.len() {
+                if !self.nodes[i].is_running() {
+                    continue;
+                }
+                let endpoint = self.nodes[i].endpoint();
+                match run(add_node_command(&endpoint), Duration::from_secs(10)) {
+                    Ok(out) => match parse_join_arg(&out) {
+                        Some(arg) => return arg,
+                        None => last = format!("add-node printed no join line:\n{out}"),
+                    },
+                    Err(e) => last = e,
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!(
+            "no join token within {:?}: {last}",
+            self.options.ready_timeout
+        )
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn node(&self, i: usize) -> &Node {
+        &self.nodes[i]
+    }
+
+    pub fn node_mut(&mut self, i: usize) -> &mut Node {
+        &mut self.nodes[i]
+    }
+
+    /// kill -9 node i.
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].kill();
+    }
+
+    /// Restarts node i on its storage dir.
+    pub fn restart(&mut self, i: usize) {
+        self.nodes[i].restart();
+    }
+
+    /// Indices of the nodes whose process is running.
+    pub fn running(&mut self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_running())
+            .collect()
+    }
+
+    /// Every node's client URL, in index order.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(Node::endpoint).collect()
+    }
+
+    /// A client of node i.
+    pub async fn client(&self, i: usize) -> Client {
+        self.nodes[i].client(self.options.client_timeout).await
+    }
+
+    /// One client per node, in index order (clients of stopped nodes fail until they return).
+    pub async fn clients(&self) -> Vec<Client> {
+        let mut clients = Vec::with_capacity(self.nodes.len());
+        for node in &self.nodes {
+            clients.push(node.client(self.options.client_timeout).await);
+        }
+        clients
+    }
+
+    /// One client balancing over all the nodes.
+    pub async fn client_of_all(&self) -> Client {
+        connect(&self.endpoints(), self.options.client_timeout).await
+    }
+
+    /// Status of every running node, by index (`Err` for nodes that did not answer).
+    pub async fn statuses(&mut self) -> Vec<(usize, Result<StatusResponse, String>)> {
+        let running = self.running();
+        let timeout = Duration::from_secs(1);
+        let asks = running.iter().map(|&i| self.nodes[i].status(timeout));
+        let answers = futures::future::join_all(asks).await;
+        running.into_iter().zip(answers).collect()
+    }
+
+    /// The node that reports itself leader, the one with the highest term if several do (an
+    /// isolated old leader may still think it leads); `None` if none does.
+    pub async fn leader(&mut self) -> Option<usize> {
+        let mut best: Option<(u64, usize)> = None;
+        for (i, status) in self.statuses().await {
+            let Ok(status) = status else { continue };
+            let me = status.header().map(|h| h.member_id());
+            if me == Some(status.leader()) && status.leader() != 0 {
+                let term = status.raft_term();
+                if best.is_none_or(|(t, _)| term > t) {
+                    best = Some((term, i));
+                }
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+
+    /// Waits until some node leads; panics with the logs after `timeout`.
+    pub async fn wait_for_leader(&mut self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(i) = self.leader().await {
+                return i;
+            }
+            if Instant::now() >= deadline {
+                panic!("no leader within {timeout:?}\n{}", self.log_tails(40));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until every running node is at the same revision with the same HashKV there, and
+    /// returns that revision; panics with what differed after `timeout`.
+    pub async fn wait_converged(&mut self, timeout: Duration) -> i64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = match self.revision_everywhere().await {
+                Ok(rev) => match self.hash_kv_everywhere(rev).await {
+                    Ok(()) => return rev,
+                    Err(e) => e,
+                },
+                Err(e) => e,
+            };
+            if Instant::now() >= deadline {
+                panic!("not converged within {timeout:?}: {seen}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The revision, if all running nodes report the same.
+    async fn revision_everywhere(&mut self) -> Result<i64, String> {
+        let mut revisions = Vec::new();
+        for (i, status) in self.statuses().await {
+            let rev = status?.header().map(|h| h.revision()).unwrap_or(-1);
+            revisions.push((self.nodes[i].name.clone(), rev));
+        }
+        let first = revisions.first().map(|r| r.1).ok_or("no node runs")?;
+        if revisions.iter().all(|r| r.1 == first) {
+            Ok(first)
+        } else {
+            Err(format!("revisions differ: {revisions:?}"))
+        }
+    }
+
+    /// Ok if all running nodes have the same HashKV at `rev`.
+    async fn hash_kv_everywhere(&mut self, rev: i64) -> Result<(), String> {
+        let mut hashes = Vec::new();
+        for i in self.running() {
+            let mut client = self.client(i).await;
+            let hash = client
+                .hash_kv(rev)
+                .await
+                .map_err(|e| format!("hash_kv: {e}"))?;
+            hashes.push((self.nodes[i].name.clone(), hash.hash()));
+        }
+        if hashes.windows(2).all(|w| w[0].1 == w[1].1) {
+            Ok(())
+        } else {
+            Err(format!("HashKV at revision {rev} differs: {hashes:?}"))
+        }
+    }
+
+    /// The last `lines` of every node's log, for failure messages.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut s = String::new();
+        for node in &self.nodes {
+            s.push_str(&format!(
+                "--- {} log:\n{}\n",
+                node.name,
+                node.log_tail(lines)
+            ));
+        }
+        s
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tails(30));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Partitions.
+
+impl Cluster {
+    /// Starts node `index`'s proxy in front of `peer_port`; returns the proxy's port. Its filter
+    /// blocks connections from nodes of other groups while partitioned.
+    fn add_proxy(&mut self, index: usize, peer_port: u16) -> u16 {
+        let target: SocketAddr = ([127, 0, 0, 1], peer_port).into();
+        let proxy = Proxy::start(target);
+        let port = proxy.addr().port();
+        assert_eq!(self.proxies.len(), index, "one proxy per node, in order");
+        self.proxies.push(proxy);
+        port
+    }
+
+    /// Cuts node i off from all other nodes (both directions).
+    pub fn isolate(&mut self, i: usize) {
+        let groups: Vec<usize> = (0..self.nodes.len()).map(|k| usize::from(k == i)).collect();
+        self.apply_groups(groups);
+    }
+
+    /// Partitions the nodes into `groups` (nodes not named form one more group).
+    pub fn partition(&mut self, groups: &[&[usize]]) {
+        let rest = groups.len();
+        let mut of = vec![rest; self.nodes.len()];
+        for (g, members) in groups.iter().enumerate() {
+            for &i in *members {
+                of[i] = g;
+            }
+        }
+        self.apply_groups(of);
+    }
+
+    /// Ends any partition.
+    pub fn heal(&mut self) {
+        *self.groups.write().unwrap() = None;
+        for proxy in &self.proxies {
+            proxy.heal();
+        }
+    }
+
+    /// Sets each proxy's filter: a connection into node j's proxy is blocked when the process
+    /// that opened it is a node of another group than j's.
+    fn apply_groups(&mut self, groups: Vec<usize>) {
+        assert_eq!(
+            self.proxies.len(),
+            self.nodes.len(),
+            "partitions need a cluster started with proxies (Cluster::start_with_proxies)"
+        );
+        *self.groups.write().unwrap() = Some(groups);
+        let pids: Vec<Arc<AtomicU32>> = self.nodes.iter().map(|n| n.pid.clone()).collect();
+        for (j, proxy) in self.proxies.iter().enumerate() {
+            let groups = self.groups.clone();
+            let pids = pids.clone();
+            let proxy_port = proxy.addr().port();
+            proxy.cut_from(move |source| {
+                let Some(groups) = groups.read().unwrap().clone() else {
+                    return false;
+                };
+                let running: Vec<u32> = pids.iter().map(|p| p.load(Ordering::SeqCst)).collect();
+                match owner_of_connection(source, proxy_port, &running) {
+                    Some(k) => groups[k] != groups[j],
+                    None => false,
+                }
+            });
+        }
+    }
+}
+
+/// Which of `pids` (by position; 0 = not running) owns the socket connected from `source` to
+/// 127.0.0.1:`proxy_port`, found through /proc/net/tcp and /proc/PID/fd.
+pub fn owner_of_connection(source: SocketAddr, proxy_port: u16, pids: &[u32]) -> Option<usize> {
+    let inode = socket_inode(source.port(), proxy_port)?;
+    let link = format!("socket:[{inode}]");
+    pids.iter()
+        .position(|&pid| pid != 0 && process_has_fd(pid, &link))
+}
+
+/// The inode of the socket whose local port is `local` and remote port `remote`.
+fn socket_inode(local: u16, remote: u16) -> Option<u64> {
+    let port_of = |field: &str| {
+        let hex = field.rsplit(':').next()?;
+        u16::from_str_radix(hex, 16).ok()
+    };
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() > 9
+                && port_of(fields[1]) == Some(local)
+                && port_of(fields[2]) == Some(remote)
+            {
+                return fields[9].parse().ok();
+            }
+        }
+    }
+    None
+}
+
+fn process_has_fd(pid: u32, link: &str) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .map(|target| target.as_os_str() == link)
+            .unwrap_or(false)
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+/// A client of `endpoints` whose requests time out after `timeout`.
+async fn connect(endpoints: &[String], timeout: Duration) -> Client {
+    let options = ConnectOptions::new()
+        .with_timeout(timeout)
+        .with_connect_timeout(Duration::from_secs(1));
+    Client::connect(endpoints, Some(options))
+        .await
+        .unwrap_or_else(|e| panic!("client of {endpoints:?}: {e}"))
+}
+
+/// Runs a command to completion within `timeout`; its stdout, or an error with its output.
+fn run(mut cmd: Command, timeout: Duration) -> Result<String, String> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{cmd:?}: {e}"))?;
+    let stdout = read_in_background(child.stdout.take());
+    let stderr = read_in_background(child.stderr.take());
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (out, err) = (stdout.join().unwrap(), stderr.join().unwrap());
+    match status {
+        Some(s) if s.success() => Ok(out),
+        Some(s) => Err(format!("{cmd:?} failed ({s}):\n{out}{err}")),
+        None => Err(format!("{cmd:?} timed out after {timeout:?}:\n{out}{err}")),
+    }
+}
+
+fn read_in_background(
+    pipe: Option<impl std::io::Read + Send + 'static>,
+) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_string(&mut text);
+        }
+        text
+    })
+}
