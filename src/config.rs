@@ -44,6 +44,10 @@ pub struct ServeConfig {
     #[arg(long, default_value_t = 3, value_parser = parse_voters)]
     pub voters: usize,
 
+    /// A voter not heard from for this long is replaced by a caught-up standby, if there is one.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub voter_grace: Duration,
+
     /// Human-readable name of this member (etcd's --name).
     #[arg(long, default_value = "default")]
     pub name: String,

@@ -110,14 +110,48 @@ pub async fn remove(node: &Node, selector: &str) -> Result<Vec<Member>> {
     let target = find_member(&members, selector)
         .ok_or(Error::MemberNotFound)?
         .clone();
+    remove_member(node, target).await?;
+    node.store.members()
+}
+
+/// Removes a member; a leader hands leadership over first (raft-rs keeps a removed leader
+/// leading otherwise).
+pub async fn remove_member(node: &Node, target: Member) -> Result<()> {
+    if node.raft_status().leader() == target.id {
+        node.step_down().await?;
+    }
     node.change_members(MemberChange {
         kind: Kind::Remove as i32,
         member: Some(target),
         proposer: 0,
         request_id: 0,
     })
-    .await?;
-    node.store.members()
+    .await
+}
+
+/// Promotes a learner (etcd's MemberPromote): refused unless it is caught up with the leader.
+pub async fn promote(node: &Node, id: u64) -> Result<()> {
+    let member = node.store.member(id)?.ok_or(Error::MemberNotFound)?;
+    if !member.is_learner {
+        return Err(Error::InvalidArgument(
+            "can only promote a learner member".into(),
+        ));
+    }
+    let view = node.group_view().await?;
+    if let Some(p) = view.progress.iter().find(|p| p.id == id) {
+        if p.matched + 64 < view.last_index {
+            return Err(Error::InvalidArgument(
+                "can only promote a learner member which is in sync with leader".into(),
+            ));
+        }
+    }
+    node.change_members(MemberChange {
+        kind: Kind::Promote as i32,
+        member: Some(member),
+        proposer: 0,
+        request_id: 0,
+    })
+    .await
 }
 
 /// The member a user means by `selector`.

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::lease::Lessor;
 use crate::peer::transport::Transport;
+use crate::peer::PeerHealth;
 use crate::proto::etcdserverpb::{
     alarm_request::AlarmAction, AlarmRequest, AlarmType, LeaseRevokeRequest, Member, ResponseHeader,
 };
@@ -33,6 +34,9 @@ pub struct Node {
     pub cluster_id: u64,
     pub member_id: u64,
     pub identity: Identity,
+    pub peer_health: Arc<PeerHealth>,
+    /// A channel to the leader's client API, for the few calls only the leader can answer.
+    leader_channel: tokio::sync::Mutex<Option<(u64, tonic::transport::Channel)>>,
     /// The NOSPACE alarm is active: writes other than deletes are refused.
     no_space: AtomicBool,
 }
@@ -60,6 +64,7 @@ impl Node {
             Arc::new(peer_client_config(&identity.peer)?),
             tokio::runtime::Handle::current(),
         );
+        let peer_health = Arc::new(PeerHealth::default());
         let raft = RaftHandle::start(
             RaftOptions {
                 id: identity.member_id,
@@ -70,11 +75,13 @@ impl Node {
                 log_retention: 10_000,
                 target_voters: config.voters,
                 seed_peers: identity.seed_peers.clone(),
+                voter_grace: config.voter_grace,
             },
             store.clone(),
             hub.clone(),
             lessor.clone(),
             transport,
+            peer_health.clone(),
         )?;
         let node = Arc::new(Node {
             config,
@@ -85,6 +92,8 @@ impl Node {
             cluster_id: identity.cluster_id,
             member_id: identity.member_id,
             identity,
+            peer_health,
+            leader_channel: tokio::sync::Mutex::new(None),
             no_space: AtomicBool::new(false),
         });
         node.refresh_alarms();
@@ -126,6 +135,64 @@ impl Node {
     /// The raft group as this member sees it.
     pub async fn group_view(&self) -> Result<GroupView> {
         self.raft.view().await
+    }
+
+    /// A channel to the current leader's client API (None when this member leads or no leader
+    /// is known). Cached until the leader changes.
+    pub async fn leader_channel(&self) -> Result<Option<tonic::transport::Channel>> {
+        let leader = self.raft.status.leader();
+        if leader == 0 {
+            return Err(Error::NoLeader);
+        }
+        if leader == self.member_id {
+            return Ok(None);
+        }
+        let mut cached = self.leader_channel.lock().await;
+        if let Some((id, channel)) = cached.as_ref() {
+            if *id == leader {
+                return Ok(Some(channel.clone()));
+            }
+        }
+        let url = self
+            .store
+            .member(leader)?
+            .and_then(|m| m.client_ur_ls.first().cloned())
+            .ok_or(Error::NoLeader)?;
+        let channel = crate::cli::connect(&url).await?;
+        *cached = Some((leader, channel.clone()));
+        Ok(Some(channel))
+    }
+
+    /// Hands leadership to another caught-up voter and waits (briefly) until it took over.
+    pub async fn step_down(&self) -> Result<()> {
+        let view = self.group_view().await?;
+        let Some(successor) = view
+            .voters
+            .iter()
+            .copied()
+            .filter(|id| *id != view.leader)
+            .max_by_key(|id| {
+                view.progress
+                    .iter()
+                    .find(|p| p.id == *id)
+                    .map_or(0, |p| p.matched)
+            })
+        else {
+            return Err(Error::InvalidArgument(
+                "no other voter to hand leadership to".into(),
+            ));
+        };
+        let old = view.leader;
+        self.raft.transfer_leader(successor)?;
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+        while tokio::time::Instant::now() < deadline {
+            let now = self.raft.status.leader();
+            if now != 0 && now != old {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(Error::Timeout)
     }
 
     /// Asks raft to hand leadership to `to` (this member must lead).

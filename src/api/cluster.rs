@@ -6,6 +6,8 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::config::ServeConfig;
+use crate::error::Error;
+use crate::membership;
 use crate::node::Node;
 use crate::proto::etcdserverpb::{cluster_server::Cluster, *};
 
@@ -54,8 +56,12 @@ pub fn client_urls_of(config: &ServeConfig) -> Vec<String> {
         .collect()
 }
 
-fn not_yet() -> Status {
-    Status::unimplemented("raftkine: membership changes are not available yet (single-node)")
+/// Members join with a token (they need the cluster's certificates), not by a bare MemberAdd;
+/// peer URLs are published by each member itself.
+fn use_join_tokens() -> Status {
+    Status::failed_precondition(
+        "raftkine: add members with `raftkine add-node` and `raftkine join`; a member publishes its own URLs",
+    )
 }
 
 #[tonic::async_trait]
@@ -64,21 +70,27 @@ impl Cluster for ClusterService {
         &self,
         _: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        Err(not_yet())
+        Err(use_join_tokens())
     }
 
     async fn member_remove(
         &self,
-        _: Request<MemberRemoveRequest>,
+        request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        Err(not_yet())
+        let id = request.into_inner().id;
+        let target = self.node.store.member(id)?.ok_or(Error::MemberNotFound)?;
+        membership::remove_member(&self.node, target).await?;
+        Ok(Response::new(MemberRemoveResponse {
+            header: self.header(),
+            members: self.members()?,
+        }))
     }
 
     async fn member_update(
         &self,
         _: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(not_yet())
+        Err(use_join_tokens())
     }
 
     async fn member_list(
@@ -93,8 +105,12 @@ impl Cluster for ClusterService {
 
     async fn member_promote(
         &self,
-        _: Request<MemberPromoteRequest>,
+        request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        Err(not_yet())
+        membership::promote(&self.node, request.into_inner().id).await?;
+        Ok(Response::new(MemberPromoteResponse {
+            header: self.header(),
+            members: self.members()?,
+        }))
     }
 }

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::command::Op;
 use crate::error::Error;
 use crate::node::Node;
-use crate::proto::etcdserverpb::{lease_server::Lease, *};
+use crate::proto::etcdserverpb::{lease_client::LeaseClient, lease_server::Lease, *};
 use crate::store::apply::MAX_LEASE_TTL;
 use crate::store::Response as Applied;
 
@@ -31,6 +31,22 @@ impl LeaseService {
                 return id;
             }
         }
+    }
+}
+
+/// Keep-alive on the leader (lease deadlines live there); 0 when the lease is gone.
+async fn renew(node: &Node, id: i64) -> Result<i64, Status> {
+    let Some(leader) = node.leader_channel().await? else {
+        return Ok(node.lessor.renew(id).unwrap_or(0));
+    };
+    let request = futures::stream::iter([LeaseKeepAliveRequest { id }]);
+    let mut answers = LeaseClient::new(leader)
+        .lease_keep_alive(request)
+        .await?
+        .into_inner();
+    match answers.message().await? {
+        Some(answer) => Ok(answer.ttl),
+        None => Err(Error::NoLeader.into()),
     }
 }
 
@@ -85,14 +101,17 @@ impl Lease for LeaseService {
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let node = self.node.clone();
         let incoming = request.into_inner();
-        let answers = incoming.map(move |req| {
-            let req = req?;
-            let ttl = node.lessor.renew(req.id).unwrap_or(0);
-            Ok(LeaseKeepAliveResponse {
-                header: Some(node.header(node.store.revision())),
-                id: req.id,
-                ttl,
-            })
+        let answers = incoming.then(move |req| {
+            let node = node.clone();
+            async move {
+                let req = req?;
+                let ttl = renew(&node, req.id).await?;
+                Ok(LeaseKeepAliveResponse {
+                    header: Some(node.header(node.store.revision())),
+                    id: req.id,
+                    ttl,
+                })
+            }
         });
         Ok(Response::new(Box::pin(answers)))
     }
@@ -102,6 +121,11 @@ impl Lease for LeaseService {
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let req = request.into_inner();
+        if let Some(leader) = self.node.leader_channel().await? {
+            // Only the leader knows how long a lease has left.
+            let answer = LeaseClient::new(leader).lease_time_to_live(req).await?;
+            return Ok(answer);
+        }
         let header = Some(self.node.header(self.node.store.revision()));
         let Some(times) = self.node.lessor.times(req.id) else {
             return Ok(Response::new(LeaseTimeToLiveResponse {

@@ -43,6 +43,7 @@ impl Peer for PeerService {
         while let Some(envelope) = incoming.message().await? {
             let message = Message::parse_from_bytes(&envelope.message)
                 .map_err(|e| Status::invalid_argument(format!("raft message: {e}")))?;
+            self.node.peer_health.seen(message.from);
             self.node.step(message)?;
         }
         Ok(Response::new(RaftDone {}))

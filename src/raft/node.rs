@@ -27,7 +27,7 @@ use crate::command::{Command, Op};
 use crate::error::{Error, Result};
 use crate::lease::Lessor;
 use crate::peer::transport::Transport;
-use crate::peer::url_to_addr;
+use crate::peer::{url_to_addr, PeerHealth};
 use crate::proto::raftkinepb::{member_change::Kind, MemberChange};
 use crate::store::{Applied, Store};
 use crate::watch::WatchHub;
@@ -51,6 +51,8 @@ pub struct RaftOptions {
     pub target_voters: usize,
     /// Peers to reach before the member list is known (a member that just joined).
     pub seed_peers: Vec<(u64, String)>,
+    /// A voter silent for this long is replaced by a caught-up standby.
+    pub voter_grace: Duration,
 }
 
 /// What the rest of the node may read about raft without asking the thread.
@@ -136,6 +138,7 @@ impl RaftHandle {
         hub: Arc<WatchHub>,
         lessor: Arc<Lessor>,
         transport: Arc<Transport>,
+        peer_health: Arc<PeerHealth>,
     ) -> Result<RaftHandle> {
         let mut log = LogStore::open(store.db(), options.start.clone())?;
         let snapshot_store = store.clone();
@@ -162,6 +165,8 @@ impl RaftHandle {
             hub,
             lessor,
             transport,
+            peer_health,
+            started: Instant::now(),
             status: status.clone(),
             inbox,
             pending: HashMap::new(),
@@ -263,6 +268,8 @@ struct Worker {
     hub: Arc<WatchHub>,
     lessor: Arc<Lessor>,
     transport: Arc<Transport>,
+    peer_health: Arc<PeerHealth>,
+    started: Instant,
     status: Arc<RaftStatus>,
     inbox: mpsc::Receiver<Request>,
     /// Proposals of this member waiting to be applied, by request id.
@@ -715,45 +722,65 @@ impl Worker {
         }
         let raft = &self.raw.raft;
         if raft.has_pending_conf() {
-            tracing::debug!(
-                pending = raft.pending_conf_index,
-                applied = raft.raft_log.applied,
-                "membership change pending"
-            );
             return; // one membership change at a time
         }
         let cs = self.raw.store().conf_state();
-        if cs.voters.len() >= self.options.target_voters || !cs.voters_outgoing.is_empty() {
+        if !cs.voters_outgoing.is_empty() {
             return;
         }
-        let last = raft.raft_log.last_index();
-        let candidate = cs.learners.iter().copied().find(|id| {
-            raft.prs()
-                .get(*id)
-                // (not `recent_active`: raft resets it every election timeout, in phase with
-                // this check)
-                .is_some_and(|pr| {
-                    pr.state == ProgressState::Replicate && pr.matched + CAUGHT_UP_LAG >= last
-                })
-        });
-        let Some(id) = candidate else {
-            tracing::debug!(learners = ?cs.learners, last, "no learner ready for promotion");
-            return;
+        let target = self.options.target_voters;
+        let standby = self.ready_standby(&cs.learners);
+        let dead_voter = cs.voters.iter().copied().find(|id| self.is_dead(*id));
+        let change = if cs.voters.len() < target {
+            standby.map(|id| (id, Kind::Promote))
+        } else if cs.voters.len() > target {
+            dead_voter.map(|id| (id, Kind::Demote))
+        } else {
+            // A full set with a dead voter: bring a standby in first, demote the dead one next.
+            dead_voter.and(standby).map(|id| (id, Kind::Promote))
         };
+        let Some((id, kind)) = change else { return };
         let member = match self.store.member(id) {
             Ok(Some(m)) => m,
             _ => return,
         };
-        tracing::info!(member = id, "promoting caught-up learner to voter");
+        tracing::info!(member = id, ?kind, "changing a member's role");
         self.propose_member_change(
             MemberChange {
-                kind: Kind::Promote as i32,
+                kind: kind as i32,
                 member: Some(member),
                 proposer: 0,
                 request_id: 0,
             },
             None,
         );
+    }
+
+    /// A learner that is caught up and heard from recently.
+    fn ready_standby(&self, learners: &[u64]) -> Option<u64> {
+        let raft = &self.raw.raft;
+        let last = raft.raft_log.last_index();
+        let alive = self.options.tick * (self.options.election_ticks as u32) * 3;
+        learners.iter().copied().find(|id| {
+            // (not `recent_active`: raft resets it every election timeout, in phase with
+            // this check)
+            let caught_up = raft.prs().get(*id).is_some_and(|pr| {
+                pr.state == ProgressState::Replicate && pr.matched + CAUGHT_UP_LAG >= last
+            });
+            caught_up && self.peer_health.silence(*id).is_some_and(|s| s < alive)
+        })
+    }
+
+    /// A member (other than this one) not heard from for the voter grace period.
+    fn is_dead(&self, id: u64) -> bool {
+        if id == self.options.id {
+            return false;
+        }
+        let grace = self.options.voter_grace;
+        match self.peer_health.silence(id) {
+            Some(silence) => silence > grace,
+            None => self.started.elapsed() > grace,
+        }
     }
 
     fn fail_all(&mut self) {

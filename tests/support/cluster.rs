@@ -45,6 +45,9 @@ pub struct ClusterOptions {
     /// Request timeout of the clients made by `client`/`clients` (a partitioned node may never
     /// answer).
     pub client_timeout: Duration,
+    /// `--voters`: learners are promoted while fewer voters exist; `start_with` waits until
+    /// `min(nodes, voters)` members are voters.
+    pub voters: usize,
 }
 
 impl ClusterOptions {
@@ -55,12 +58,13 @@ impl ClusterOptions {
             extra_args: Vec::new(),
             ready_timeout: Duration::from_secs(30),
             client_timeout: Duration::from_secs(5),
+            voters: 3,
         }
     }
 }
 
 // ---------------------------------------------------------------------------------------------
-// The command line (the planned CLI; adapt here).
+// The command line (adapt here when the CLI changes).
 
 /// The flags every node gets, whether it bootstraps, joins or restarts.
 fn node_flags(node: &Node) -> Vec<String> {
@@ -74,6 +78,10 @@ fn node_flags(node: &Node) -> Vec<String> {
         "--name".to_string(),
         node.name.clone(),
     ];
+    if node.voters != 3 {
+        flags.push("--voters".to_string());
+        flags.push(node.voters.to_string());
+    }
     if node.advertised_peer_port != node.peer_port {
         flags.push("--advertise-peer-url".to_string());
         flags.push(format!("tcp://127.0.0.1:{}", node.advertised_peer_port));
@@ -94,11 +102,37 @@ fn node_command(node: &Node, join: Option<&str>) -> Command {
     cmd
 }
 
-/// `raftkine add-node --endpoint http://...`, run against a member.
-fn add_node_command(endpoint: &str) -> Command {
+/// `raftkine add-node --endpoint http://... --json [--token-ttl TTL]`, run against a member.
+fn add_node_command(endpoint: &str, ttl: Option<&str>) -> Command {
     let mut cmd = Command::new(raftkine_bin());
-    cmd.arg("add-node").arg("--endpoint").arg(endpoint);
+    cmd.arg("add-node")
+        .arg("--endpoint")
+        .arg(endpoint)
+        .arg("--json");
+    if let Some(ttl) = ttl {
+        cmd.arg("--token-ttl").arg(ttl);
+    }
     cmd
+}
+
+/// `raftkine status --endpoint http://... --format json`.
+fn status_command(endpoint: &str) -> Command {
+    let mut cmd = Command::new(raftkine_bin());
+    cmd.arg("status")
+        .arg("--endpoint")
+        .arg(endpoint)
+        .arg("--format")
+        .arg("json");
+    cmd
+}
+
+/// The `ADDR/TOKEN` argument in what `add-node --json` printed (`{"join": "ADDR/TOKEN", ...}`),
+/// or in the `raftkine join ADDR/TOKEN` line of its text output.
+pub fn parse_add_node_output(output: &str) -> Option<String> {
+    if let Ok(doc) = serde_json::from_str::<serde_json::Value>(output.trim()) {
+        return doc.get("join")?.as_str().map(str::to_string);
+    }
+    parse_join_arg(output)
 }
 
 /// The `ADDR/TOKEN` argument of the `raftkine join ADDR/TOKEN` line that `add-node` prints.
@@ -113,6 +147,17 @@ pub fn parse_join_arg(output: &str) -> Option<String> {
         }
         None
     })
+}
+
+/// The outcome of `Cluster::join_attempt`.
+#[derive(Debug)]
+pub struct JoinAttempt {
+    /// The exit status, `None` if the process was still running (it joined and served).
+    pub status: Option<std::process::ExitStatus>,
+    /// What it printed (stdout then stderr).
+    pub output: String,
+    /// Its storage dir.
+    pub dir: PathBuf,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -131,6 +176,7 @@ pub struct Node {
     pub dir: PathBuf,
     log_path: PathBuf,
     extra_args: Vec<String>,
+    voters: usize,
     ready_timeout: Duration,
     child: Option<Child>,
     /// The running process's pid, 0 when not running (read by the proxies' filters).
@@ -256,6 +302,8 @@ pub struct Cluster {
     groups: Arc<RwLock<Option<Vec<usize>>>>,
     options: ClusterOptions,
     dir: tempfile::TempDir,
+    /// Join attempts made (`join_attempt`), to name their dirs.
+    attempts: usize,
 }
 
 impl Cluster {
@@ -281,11 +329,122 @@ impl Cluster {
             groups: Arc::new(RwLock::new(None)),
             dir: tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")),
             options,
+            attempts: 0,
         };
         for _ in 0..cluster.options.nodes {
             cluster.add_node();
         }
+        let voters = cluster.options.nodes.min(cluster.options.voters);
+        let timeout = cluster.options.ready_timeout;
+        cluster.wait_voters(voters, timeout);
         cluster
+    }
+
+    /// `raftkine status --format json` run against node i.
+    pub fn cluster_status(&self, i: usize) -> Result<serde_json::Value, String> {
+        let out = run(
+            status_command(&self.nodes[i].endpoint()),
+            Duration::from_secs(10),
+        )?;
+        serde_json::from_str(&out).map_err(|e| format!("status printed no JSON ({e}):\n{out}"))
+    }
+
+    /// The names of the voters and of the standbys in a `status --format json` document.
+    pub fn roles(status: &serde_json::Value) -> (Vec<String>, Vec<String>) {
+        let names = |list: &str| -> Vec<String> {
+            let mut names: Vec<String> = status[list]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|m| m["name"].as_str().unwrap_or("?").to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            names.sort();
+            names
+        };
+        (names("voters"), names("standbys"))
+    }
+
+    /// Waits until `raftkine status` on some running node shows `voters` voters (and a leader);
+    /// panics with the last status and the logs after `timeout`.
+    pub fn wait_voters(&mut self, voters: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::new();
+        loop {
+            for i in self.running() {
+                match self.cluster_status(i) {
+                    Ok(status) => {
+                        let (v, _) = Self::roles(&status);
+                        let led = status["voters"]
+                            .as_array()
+                            .is_some_and(|a| a.iter().any(|m| m["leader"] == true));
+                        if v.len() == voters && led {
+                            return;
+                        }
+                        last = status.to_string();
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "not {voters} voters within {timeout:?}; last status: {last}\n{}",
+                    self.log_tails(30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Runs `raftkine join ARG` for a new node (fresh storage dir, not part of the cluster),
+    /// expecting it to be refused: returns its exit status and output once it exits, or `None`
+    /// as status if it was still running after `timeout` (then it is killed: it joined).
+    pub fn join_attempt(&mut self, arg: &str, timeout: Duration) -> JoinAttempt {
+        self.attempts += 1;
+        let name = format!("attempt{}", self.attempts);
+        let base = self.dir.path().join(&name);
+        let peer_port = free_port();
+        let node = Node {
+            index: usize::MAX,
+            client_port: free_port(),
+            peer_port,
+            advertised_peer_port: peer_port,
+            dir: base.join("data"),
+            log_path: base.join("server.log"),
+            extra_args: self.options.extra_args.clone(),
+            voters: self.options.voters,
+            ready_timeout: self.options.ready_timeout,
+            child: None,
+            pid: Arc::new(AtomicU32::new(0)),
+            name,
+        };
+        let mut child = node_command(&node, Some(arg))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {:?}: {e}", raftkine_bin()));
+        let stdout = read_in_background(child.stdout.take());
+        let stderr = read_in_background(child.stderr.take());
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let output = format!("{}{}", stdout.join().unwrap(), stderr.join().unwrap());
+        JoinAttempt {
+            status,
+            output,
+            dir: node.dir.clone(),
+        }
     }
 
     /// Adds a node: bootstraps the cluster if it is the first, else gets a join token from a
@@ -323,6 +482,7 @@ impl Cluster {
             dir: base.join("data"),
             log_path: base.join("server.log"),
             extra_args: self.options.extra_args.clone(),
+            voters: self.options.voters,
             ready_timeout: self.options.ready_timeout,
             child: None,
             pid,
@@ -331,7 +491,12 @@ impl Cluster {
     }
 
     /// Asks a running member for a join token (retrying while the cluster settles).
-    fn join_token(&mut self) -> String {
+    pub fn join_token(&mut self) -> String {
+        self.join_token_with_ttl(None)
+    }
+
+    /// A join token valid for `ttl` (`--token-ttl`, e.g. "1s"), or the default 1 h.
+    pub fn join_token_with_ttl(&mut self, ttl: Option<&str>) -> String {
         let deadline = Instant::now() + self.options.ready_timeout;
         let mut last = String::new();
         while Instant::now() < deadline {
@@ -340,8 +505,8 @@ impl Cluster {
                     continue;
                 }
                 let endpoint = self.nodes[i].endpoint();
-                match run(add_node_command(&endpoint), Duration::from_secs(10)) {
-                    Ok(out) => match parse_join_arg(&out) {
+                match run(add_node_command(&endpoint, ttl), Duration::from_secs(10)) {
+                    Ok(out) => match parse_add_node_output(&out) {
                         Some(arg) => return arg,
                         None => last = format!("add-node printed no join line:\n{out}"),
                     },
