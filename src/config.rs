@@ -44,6 +44,11 @@ pub struct ServeConfig {
     #[arg(long, default_value_t = 3, value_parser = parse_voters)]
     pub voters: usize,
 
+    /// Applied raft entries kept in the log; older ones are compacted away, and a member that
+    /// falls further behind catches up by snapshot (etcd's --snapshot-count).
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_count: u64,
+
     /// A voter not heard from for this long is replaced by a caught-up standby, if there is one.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub voter_grace: Duration,

@@ -72,7 +72,7 @@ impl Node {
                 tick,
                 election_ticks: election_ticks as usize,
                 max_request_bytes: config.max_request_bytes,
-                log_retention: 10_000,
+                log_retention: config.snapshot_count,
                 target_voters: config.voters,
                 seed_peers: identity.seed_peers.clone(),
                 voter_grace: config.voter_grace,

@@ -15,6 +15,8 @@ const HARD_STATE: &[u8] = b"hard_state";
 const CONF_STATE: &[u8] = b"conf_state";
 /// (index, term) of the last entry removed by log compaction.
 const TRUNCATED: &[u8] = b"truncated";
+/// Present while a snapshot from the leader is being installed.
+const INSTALLING: &[u8] = b"installing_snapshot";
 
 /// How a log that does not exist yet begins.
 #[derive(Clone, Debug)]
@@ -39,6 +41,8 @@ pub struct LogStore {
     cached: RwLock<Cached>,
     /// Produces (applied index, table export) when raft needs a snapshot for a lagging member.
     snapshot_source: Option<SnapshotSource>,
+    /// The last run crashed while installing a snapshot (the table must be emptied).
+    pub interrupted_install: bool,
 }
 
 /// See [`LogStore::set_snapshot_source`].
@@ -85,6 +89,18 @@ impl LogStore {
                 cached.truncated_term = u64::from_be_bytes(b[8..].try_into().unwrap_or([0; 8]));
             }
         }
+        let interrupted_install = state.contains_key(INSTALLING)?;
+        if interrupted_install {
+            // A crash while installing a snapshot: the table is not trustworthy. Keep term and
+            // vote (raft safety), forget the log, and let the leader send a snapshot again.
+            log.clear()?;
+            state.remove(TRUNCATED)?;
+            state.remove(INSTALLING)?;
+            cached.hard_state.set_commit(0);
+            state.insert(HARD_STATE, write(&cached.hard_state)?)?;
+            cached.conf_state = ConfState::default();
+            state.insert(CONF_STATE, write(&cached.conf_state)?)?;
+        }
         cached.last_index = match log.last()? {
             Some((k, _)) => u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])),
             None => cached.truncated_index,
@@ -94,6 +110,7 @@ impl LogStore {
             state,
             cached: RwLock::new(cached),
             snapshot_source: None,
+            interrupted_install,
         })
     }
 
@@ -176,7 +193,14 @@ impl LogStore {
         Ok(())
     }
 
-    /// Replaces the log by a snapshot received from the leader (the table was installed first).
+    /// Marks the start of a snapshot install (see `LogStore::open`).
+    pub fn begin_snapshot_install(&self) -> Result<()> {
+        self.state.insert(INSTALLING, &[])?;
+        Ok(())
+    }
+
+    /// Replaces the log by a snapshot received from the leader (the table was installed first),
+    /// ending the install.
     pub fn apply_snapshot(&self, meta: &SnapshotMetadata) -> Result<()> {
         let index = meta.index;
         let mut value = index.to_be_bytes().to_vec();
@@ -192,6 +216,7 @@ impl LogStore {
             hs.set_term(meta.term);
         }
         self.set_hard_state(&hs)?;
+        self.state.remove(INSTALLING)?;
         let mut c = self.write_cache();
         c.truncated_index = index;
         c.truncated_term = meta.term;

@@ -141,6 +141,10 @@ impl RaftHandle {
         peer_health: Arc<PeerHealth>,
     ) -> Result<RaftHandle> {
         let mut log = LogStore::open(store.db(), options.start.clone())?;
+        if log.interrupted_install {
+            tracing::warn!("the last snapshot install was interrupted; waiting for a new one");
+            store.clear()?;
+        }
         let snapshot_store = store.clone();
         log.set_snapshot_source(Box::new(move || snapshot_store.raft_snapshot()));
         let config = raft::Config {

@@ -44,6 +44,17 @@ impl Store {
         Ok((applied, self.export_snapshot()?))
     }
 
+    /// Empties the table (a member whose snapshot install was interrupted starts over).
+    pub fn clear(&self) -> Result<()> {
+        self.begin_write();
+        let cleared = self.table.clear();
+        let reloaded = self.reload_meta();
+        self.end_write();
+        cleared?;
+        reloaded?;
+        self.flush()
+    }
+
     /// Replaces the whole table by a snapshot taken on another member at raft `index`.
     pub fn install_snapshot(&self, blob: &[u8], index: u64) -> Result<()> {
         let entries = parse_snapshot(blob)?;
