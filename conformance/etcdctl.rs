@@ -51,14 +51,12 @@ impl Ctl {
             .to_string()
     }
 
-    /// etcdctl is given `HOST:PORT` (its default form). With an `http://` endpoint etcdctl 3.4
-    /// sends the whole URL as HTTP/2 `:authority` on its per-endpoint maintenance connections;
-    /// etcd's Go server ignores that, raftkine's HTTP/2 layer refuses it (a known limitation,
-    /// noted in README.md), so the comparison uses the form both accept.
+    /// etcdctl is given the `http://HOST:PORT` form: etcdctl 3.4 then sends the whole URL as the
+    /// HTTP/2 `:authority` of its maintenance calls, which raftkine must accept as etcd does.
     fn command(&self, args: &[String]) -> Command {
         let mut cmd = Command::new(ETCDCTL);
         cmd.env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", self.address()))
+            .arg(format!("--endpoints={}", self.server.endpoint))
             .args(args);
         cmd
     }

@@ -13,6 +13,7 @@
 //! - [`proto`]: generated etcd wire types.
 
 pub mod api;
+pub mod authority;
 pub mod cli;
 pub mod command;
 pub mod config;

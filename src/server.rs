@@ -10,7 +10,10 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
+use futures::StreamExt;
+
 use crate::api::Services;
+use crate::authority::FixAuthority;
 use crate::config::ServeConfig;
 use crate::error::{Error, Result};
 use crate::node::Node;
@@ -102,9 +105,16 @@ pub async fn serve(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Result<(
                 let listener = TcpListener::bind(sock).await?;
                 tracing::info!("serving the etcd API on {}", listener.local_addr()?);
                 let incoming = TcpListenerStream::new(listener);
-                tasks.push(tokio::spawn(
-                    router.serve_with_incoming_shutdown(incoming, signal),
-                ));
+                if tls.is_some() {
+                    tasks.push(tokio::spawn(
+                        router.serve_with_incoming_shutdown(incoming, signal),
+                    ));
+                } else {
+                    let incoming = incoming.map(|c| c.map(FixAuthority::new));
+                    tasks.push(tokio::spawn(
+                        router.serve_with_incoming_shutdown(incoming, signal),
+                    ));
+                }
             }
             ListenAddr::Unix(path) => {
                 if path.exists() {
@@ -117,9 +127,16 @@ pub async fn serve(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Result<(
                 set_owner_only(&path)?;
                 tracing::info!("serving the etcd API on unix socket {}", path.display());
                 let incoming = UnixListenerStream::new(listener);
-                tasks.push(tokio::spawn(
-                    router.serve_with_incoming_shutdown(incoming, signal),
-                ));
+                if tls.is_some() {
+                    tasks.push(tokio::spawn(
+                        router.serve_with_incoming_shutdown(incoming, signal),
+                    ));
+                } else {
+                    let incoming = incoming.map(|c| c.map(FixAuthority::new));
+                    tasks.push(tokio::spawn(
+                        router.serve_with_incoming_shutdown(incoming, signal),
+                    ));
+                }
             }
         }
     }

@@ -769,7 +769,7 @@ impl Worker {
             // (not `recent_active`: raft resets it every election timeout, in phase with
             // this check)
             let caught_up = raft.prs().get(*id).is_some_and(|pr| {
-                pr.state == ProgressState::Replicate && pr.matched + CAUGHT_UP_LAG >= last
+                pr.state != ProgressState::Snapshot && pr.matched + CAUGHT_UP_LAG >= last
             });
             caught_up && self.peer_health.silence(*id).is_some_and(|s| s < alive)
         })

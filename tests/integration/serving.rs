@@ -63,6 +63,47 @@ async fn unix_socket_listener() {
     assert_eq!(got, [put_ev("w", "x", r)]);
 }
 
+/// etcdctl 3.4 over a unix socket sends the socket path as HTTP/2 `:authority` (and the whole
+/// URL on maintenance calls over TCP); both must work, as they do against etcd.
+#[tokio::test]
+async fn etcdctl_over_unix_socket_and_http_urls() {
+    if skip_on_etcd("etcdctl_over_unix_socket_and_http_urls") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("unix://{}/kine.sock:12379", dir.path().display());
+    let s = Server::raftkine_with(&["--listen", &listen]);
+    let etcdctl = |endpoint: String, args: &[&str]| {
+        let out = std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={endpoint}"))
+            .args(args)
+            .output()
+            .expect("etcdctl runs");
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?} on {endpoint}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let unix = format!("unix://{}/kine.sock:12379", dir.path().display());
+    etcdctl(unix.clone(), &["put", "via-etcdctl", "1"]);
+    assert_eq!(
+        etcdctl(unix.clone(), &["get", "via-etcdctl", "--print-value-only"]),
+        "1\n"
+    );
+    assert!(etcdctl(unix, &["endpoint", "status"]).contains("3.5.13"));
+    for args in [
+        &["endpoint", "status"][..],
+        &["defrag"],
+        &["alarm", "list"],
+        &["endpoint", "hashkv"],
+    ] {
+        etcdctl(s.endpoint.clone(), args);
+    }
+}
+
 #[tokio::test]
 async fn microk8s_socket_name_with_port_suffix() {
     if skip_on_etcd("microk8s_socket_name_with_port_suffix") {
