@@ -17,6 +17,7 @@ mod kv;
 mod lease;
 mod limits;
 mod maintenance;
+mod peer_security;
 mod serving;
 mod support_tests;
 mod tls;
