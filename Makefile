@@ -31,5 +31,9 @@ check:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# raftkine and etcd side by side (A B A B, 3 rounds); BENCH_QUICK=1 for a short run,
+# BENCH_NODES=3 for 3-member clusters. Results in bench/results/latest.{md,json}.
 bench: etcd
-	@echo "the benchmark harness lands with issue 4"
+	$(CARGO) build --release --bin raftkine -p raftkine
+	$(CARGO) build --release -p raftkine-bench
+	./target/release/raftkine-bench compare

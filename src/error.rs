@@ -40,6 +40,9 @@ pub enum Error {
     NotLeader,
     #[error("etcdserver: request timed out")]
     Timeout,
+    /// The request was proposed, then the leader was lost: it may or may not be applied.
+    #[error("etcdserver: request timed out, possibly due to previous leader failure")]
+    TimeoutLeaderFail,
     #[error("etcdserver: server stopped")]
     Stopped,
     #[error("etcdserver: authentication is not enabled")]
@@ -77,7 +80,7 @@ impl Error {
             | RequestTooLarge | InvalidArgument(_) => Code::InvalidArgument,
             LeaseNotFound | MemberNotFound => Code::NotFound,
             LeaseExists | NotLeader | AuthNotEnabled | NotCapable => Code::FailedPrecondition,
-            NoLeader | Timeout | Stopped | Unavailable(_) => Code::Unavailable,
+            NoLeader | Timeout | TimeoutLeaderFail | Stopped | Unavailable(_) => Code::Unavailable,
             Storage(_) | Corrupt(_) | Raft(_) | Io(_) | Config(_) => Code::Internal,
         }
     }

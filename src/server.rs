@@ -66,7 +66,7 @@ fn tls_config(config: &ServeConfig) -> Result<Option<ServerTlsConfig>> {
 /// turns true.
 pub async fn serve(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Result<()> {
     let tls = tls_config(&node.config)?;
-    let peer = crate::peer::server::start(node.clone(), shutdown.clone()).await?;
+    let mut peer = crate::peer::server::start(node.clone(), shutdown.clone()).await?;
     wait_for_leader(&node).await;
     let services = Services::new(node.clone());
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -104,7 +104,12 @@ pub async fn serve(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Result<(
                     .ok_or_else(|| Error::Config(format!("cannot resolve {a}")))?;
                 let listener = TcpListener::bind(sock).await?;
                 tracing::info!("serving the etcd API on {}", listener.local_addr()?);
-                let incoming = TcpListenerStream::new(listener);
+                // Small request/response exchanges must not wait for Nagle + delayed ACKs.
+                let incoming = TcpListenerStream::new(listener).map(|c| {
+                    c.inspect(|s| {
+                        let _ = s.set_nodelay(true);
+                    })
+                });
                 if tls.is_some() {
                     tasks.push(tokio::spawn(
                         router.serve_with_incoming_shutdown(incoming, signal),
@@ -147,8 +152,11 @@ pub async fn serve(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Result<(
             Err(e) => tracing::error!("listener task failed: {e}"),
         }
     }
-    if let Err(e) = peer.await {
-        tracing::error!("peer listener task failed: {e}");
+    // Other members keep their raft streams open: give them a moment, then stop listening.
+    match tokio::time::timeout(std::time::Duration::from_secs(1), &mut peer).await {
+        Ok(Err(e)) => tracing::error!("peer listener task failed: {e}"),
+        Ok(Ok(())) => {}
+        Err(_) => peer.abort(),
     }
     Ok(())
 }

@@ -228,7 +228,11 @@ impl ServerCertVerifier for PinnedCaVerifier {
             .iter()
             .find(|c| hex(&Sha256::digest(c.as_ref())).starts_with(&self.fingerprint))
             .ok_or_else(|| {
-                rustls::Error::General("server is not a member of the cluster in the token".into())
+                rustls::Error::General(
+                    "the server's certificate does not chain to the cluster CA whose fingerprint \
+                     the join token carries (wrong token, or not the cluster it was made for)"
+                        .into(),
+                )
             })?;
         let mut roots = RootCertStore::empty();
         roots

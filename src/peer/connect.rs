@@ -14,6 +14,7 @@ use crate::tls::PEER_SERVER_NAME;
 
 /// Opens a channel to `addr` (host:port), verifying the server with `tls`.
 pub async fn channel(addr: &str, tls: Arc<rustls::ClientConfig>) -> Result<Channel> {
+    let addr_for_error = addr.to_string();
     let addr = addr.to_string();
     let connector = tower::service_fn(move |_: Uri| {
         let addr = addr.clone();
@@ -34,5 +35,26 @@ pub async fn channel(addr: &str, tls: Arc<rustls::ClientConfig>) -> Result<Chann
         .keep_alive_timeout(Duration::from_secs(5))
         .connect_with_connector(connector)
         .await
-        .map_err(|e| Error::Unavailable(format!("connecting to peer: {e}")))
+        .map_err(|e| {
+            Error::Unavailable(format!(
+                "connecting to peer {}: {}",
+                addr_for_error,
+                error_chain(&e)
+            ))
+        })
+}
+
+/// An error with its causes ("transport error: ...: the certificate is not ...").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }

@@ -43,7 +43,13 @@ pub struct LogStore {
     snapshot_source: Option<SnapshotSource>,
     /// The last run crashed while installing a snapshot (the table must be emptied).
     pub interrupted_install: bool,
+    /// The newest entries, in index order: committed entries are read back from here for
+    /// applying rather than from sled.
+    recent: RwLock<std::collections::VecDeque<Entry>>,
 }
+
+/// How many of the newest entries [`LogStore`] keeps in memory.
+const RECENT_ENTRIES: usize = 16 * 1024;
 
 /// See [`LogStore::set_snapshot_source`].
 pub type SnapshotSource = Box<dyn Fn() -> Result<(u64, Vec<u8>)> + Send + Sync>;
@@ -111,6 +117,7 @@ impl LogStore {
             cached: RwLock::new(cached),
             snapshot_source: None,
             interrupted_install,
+            recent: RwLock::new(std::collections::VecDeque::new()),
         })
     }
 
@@ -144,7 +151,38 @@ impl LogStore {
         if let Some(last) = entries.last() {
             self.write_cache().last_index = last.index;
         }
+        let mut recent = self.recent.write().unwrap_or_else(|p| p.into_inner());
+        while recent.back().is_some_and(|e| e.index >= first.index) {
+            recent.pop_back();
+        }
+        if recent.back().is_some_and(|e| e.index + 1 != first.index) {
+            recent.clear();
+        }
+        recent.extend(entries.iter().cloned());
+        while recent.len() > RECENT_ENTRIES {
+            recent.pop_front();
+        }
         Ok(())
+    }
+
+    /// Entries `low..high` from memory, when all of them are there.
+    fn recent_entries(&self, low: u64, high: u64, max_size: u64) -> Option<Vec<Entry>> {
+        let recent = self.recent.read().unwrap_or_else(|p| p.into_inner());
+        let first = recent.front()?.index;
+        let last = recent.back()?.index;
+        if low < first || high > last + 1 {
+            return None;
+        }
+        let mut out = Vec::with_capacity((high - low) as usize);
+        let mut size = 0u64;
+        for e in recent.range((low - first) as usize..(high - first) as usize) {
+            size += u64::from(protobuf::Message::compute_size(e));
+            if !out.is_empty() && size > max_size {
+                break;
+            }
+            out.push(e.clone());
+        }
+        Some(out)
     }
 
     pub fn set_hard_state(&self, hs: &HardState) -> Result<()> {
@@ -157,6 +195,15 @@ impl LogStore {
         let mut hs = self.read().hard_state.clone();
         hs.set_commit(commit);
         self.set_hard_state(&hs)
+    }
+
+    /// Raises the persisted commit index to at least `index` (an index known to be committed).
+    pub fn raise_commit_to(&self, index: u64) -> Result<()> {
+        let hs = self.read().hard_state.clone();
+        if hs.commit < index && index <= self.read().last_index {
+            self.set_commit(index)?;
+        }
+        Ok(())
     }
 
     pub fn set_conf_state(&self, cs: &ConfState) -> Result<()> {
@@ -206,6 +253,10 @@ impl LogStore {
         let mut value = index.to_be_bytes().to_vec();
         value.extend_from_slice(&meta.term.to_be_bytes());
         self.log.clear()?;
+        self.recent
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         self.state.insert(TRUNCATED, value)?;
         self.set_conf_state(meta.get_conf_state())?;
         let mut hs = self.read().hard_state.clone();
@@ -268,6 +319,9 @@ impl Storage for LogStore {
         if high > last + 1 {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
+        if let Some(found) = self.recent_entries(low, high, max_size) {
+            return Ok(found);
+        }
         let mut out = Vec::with_capacity((high - low) as usize);
         let mut size = 0u64;
         for item in self.log.range(index_key(low)..index_key(high)) {
@@ -295,6 +349,16 @@ impl Storage for LogStore {
         }
         if idx > last {
             return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        {
+            let recent = self.recent.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(first) = recent.front().map(|e| e.index) {
+                if idx >= first {
+                    if let Some(e) = recent.get((idx - first) as usize) {
+                        return Ok(e.term);
+                    }
+                }
+            }
         }
         match self.log.get(index_key(idx)).map_err(storage_err)? {
             Some(v) => Ok(Entry::parse_from_bytes(&v).map_err(storage_err)?.term),

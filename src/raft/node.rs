@@ -145,6 +145,9 @@ impl RaftHandle {
             tracing::warn!("the last snapshot install was interrupted; waiting for a new one");
             store.clear()?;
         }
+        // Entries are applied only once committed: a commit index on disk below the applied
+        // index (a crash between the two writes) is raised to it.
+        log.raise_commit_to(store.applied_index())?;
         let snapshot_store = store.clone();
         log.set_snapshot_source(Box::new(move || snapshot_store.raft_snapshot()));
         let config = raft::Config {
@@ -484,7 +487,8 @@ impl Worker {
         if !ready.snapshot().is_empty() {
             self.install_snapshot(ready.snapshot().clone())?;
         }
-        self.apply_entries(ready.take_committed_entries())?;
+        // Persist first: the commit index in the hard state must never be behind what the
+        // table says was applied (raft-rs refuses to start otherwise).
         let mut must_flush = false;
         if !ready.entries().is_empty() {
             self.raw.store().append(ready.entries())?;
@@ -495,8 +499,15 @@ impl Worker {
             must_flush = true;
         }
         if must_flush || ready.must_sync() {
+            let started = Instant::now();
             self.store.flush()?;
+            tracing::trace!(
+                entries = ready.entries().len(),
+                flush_us = started.elapsed().as_micros() as u64,
+                "persisted a Ready"
+            );
         }
+        self.apply_entries(ready.take_committed_entries())?;
         for rs in ready.take_read_states() {
             if let Some(waiters) = self.reads_by_ctx.remove(&rs.request_ctx) {
                 self.reads_waiting_apply.push((rs.index, waiters));
@@ -511,7 +522,15 @@ impl Worker {
             self.raw.store().set_commit(commit)?;
         }
         self.transport.send(light.take_messages());
-        self.apply_entries(light.take_committed_entries())?;
+        let apply_started = Instant::now();
+        let committed = light.take_committed_entries();
+        let count = committed.len();
+        self.apply_entries(committed)?;
+        tracing::trace!(
+            count,
+            apply_us = apply_started.elapsed().as_micros() as u64,
+            "applied"
+        );
         self.raw.advance_apply();
         self.release_reads();
         self.publish_status();
@@ -559,7 +578,7 @@ impl Worker {
             // Proposals in flight may never commit under another leader: fail them promptly
             // (the client may retry; the outcome of a failed write is unknown, as with etcd).
             for (_, reply) in self.pending.drain() {
-                let _ = reply.send(Err(Error::NoLeader));
+                let _ = reply.send(Err(Error::TimeoutLeaderFail));
             }
         }
         self.was_leader = is_leader;
@@ -627,13 +646,15 @@ impl Worker {
             return Ok(()); // already in the table (replay after restart)
         }
         let cmd = Command::decode_entry(&entry.data)?;
-        let answer = self.store.apply(entry.index, &cmd)?;
-        if let Ok(applied) = &answer {
+        let mut answer = self.store.apply(entry.index, &cmd)?;
+        if let Ok(applied) = &mut answer {
             if !applied.lease_effects.is_empty() {
                 self.lessor.on_applied(&applied.lease_effects);
             }
             if !applied.events.is_empty() {
-                self.hub.publish(applied.revision, applied.events.clone());
+                // The events go to the watch hub; the proposer needs only the response.
+                self.hub
+                    .publish(applied.revision, std::mem::take(&mut applied.events));
             }
         }
         if cmd.proposer == self.options.id {

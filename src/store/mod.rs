@@ -45,7 +45,9 @@ impl Store {
         let db = sled::Config::new()
             .path(dir.join("db"))
             .cache_capacity(64 * 1024 * 1024)
-            .mode(sled::Mode::LowSpace)
+            .mode(sled::Mode::HighThroughput)
+            .flush_every_ms(None)
+            .segment_size(8388608)
             .open()?;
         Self::with_db(db)
     }

@@ -11,6 +11,8 @@ mod support;
 mod common;
 
 mod cluster;
+mod cluster_ha;
+mod cluster_history;
 mod durability;
 mod kube_shapes;
 mod kv;

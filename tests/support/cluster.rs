@@ -56,7 +56,7 @@ impl ClusterOptions {
             nodes,
             proxies: false,
             extra_args: Vec::new(),
-            ready_timeout: Duration::from_secs(30),
+            ready_timeout: Duration::from_secs(60),
             client_timeout: Duration::from_secs(5),
             voters: 3,
         }
@@ -174,6 +174,8 @@ pub struct Node {
     pub advertised_peer_port: u16,
     /// The storage dir (kept across restarts).
     pub dir: PathBuf,
+    /// The `ADDR/TOKEN` the node joined with (None for the first node).
+    pub joined_with: Option<String>,
     log_path: PathBuf,
     extra_args: Vec<String>,
     voters: usize,
@@ -211,6 +213,31 @@ impl Node {
         self.pid.store(0, Ordering::SeqCst);
     }
 
+    /// SIGTERM (a graceful stop, as systemd does it); waits up to `grace` for the process to
+    /// exit, and kill -9s it if it did not. Returns how long it took to exit by itself, `None`
+    /// if it had to be killed.
+    pub fn terminate(&mut self, grace: Duration) -> Option<Duration> {
+        let mut child = self.child.take()?;
+        let t = Instant::now();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let exited = loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                break Some(t.elapsed());
+            }
+            if t.elapsed() >= grace {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.pid.store(0, Ordering::SeqCst);
+        exited
+    }
+
     /// Starts the node again on its storage dir (`serve`) and waits until it listens.
     pub fn restart(&mut self) {
         self.kill();
@@ -220,6 +247,16 @@ impl Node {
     /// Everything the node logged (stderr and stdout, across restarts).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The last panic the log shows (the message after `panicked at`), or "".
+    pub fn panic_message(&self) -> String {
+        let log = self.log();
+        let Some(at) = log.rfind("panicked at") else {
+            return String::new();
+        };
+        let start = log[..at].rfind('\n').map_or(0, |i| i + 1);
+        log[start..].lines().take(2).collect::<Vec<_>>().join("\n")
     }
 
     /// The last `lines` lines of the log.
@@ -246,6 +283,11 @@ impl Node {
 
     /// Starts the process (`join` for a new member) and waits until it listens.
     fn spawn(&mut self, join: Option<&str>) {
+        self.spawn_process(join);
+        self.wait_listening();
+    }
+
+    fn spawn_process(&mut self, join: Option<&str>) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -260,27 +302,48 @@ impl Node {
             .unwrap_or_else(|e| panic!("{}: starting {:?}: {e}", self.name, raftkine_bin()));
         self.pid.store(child.id(), Ordering::SeqCst);
         self.child = Some(child);
-        self.wait_listening();
     }
 
     fn wait_listening(&mut self) {
+        if let Err(e) = self.try_wait_listening() {
+            panic!("{e}");
+        }
+    }
+
+    /// Waits until the node listens; an error with the end of its log if it exited first or
+    /// did not listen within the ready timeout.
+    fn try_wait_listening(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + self.ready_timeout;
         while Instant::now() < deadline {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 self.pid.store(0, Ordering::SeqCst);
-                panic!("{} exited early ({status}):\n{}", self.name, self.log());
+                self.child = None;
+                return Err(format!(
+                    "{} exited early ({status}):\n{}\n{}",
+                    self.name,
+                    self.log_tail(20),
+                    self.panic_message()
+                ));
             }
             if std::net::TcpStream::connect(("127.0.0.1", self.client_port)).is_ok() {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!(
+        Err(format!(
             "{} did not listen within {:?}:\n{}",
             self.name,
             self.ready_timeout,
-            self.log()
-        );
+            self.log_tail(40)
+        ))
+    }
+
+    /// Restarts the node (`serve` on its storage dir); an error if it exits instead of
+    /// listening.
+    pub fn try_restart(&mut self) -> Result<(), String> {
+        self.kill();
+        self.spawn_process(None);
+        self.try_wait_listening()
     }
 }
 
@@ -411,6 +474,7 @@ impl Cluster {
             peer_port,
             advertised_peer_port: peer_port,
             dir: base.join("data"),
+            joined_with: None,
             log_path: base.join("server.log"),
             extra_args: self.options.extra_args.clone(),
             voters: self.options.voters,
@@ -450,13 +514,23 @@ impl Cluster {
     /// Adds a node: bootstraps the cluster if it is the first, else gets a join token from a
     /// running member and joins. Returns its index.
     pub fn add_node(&mut self) -> usize {
-        let mut node = self.new_node();
         let join = if self.nodes.is_empty() {
             None
         } else {
             Some(self.join_token())
         };
+        self.spawn_node(join)
+    }
+
+    /// Adds a node that joins with `join` (`ADDR/TOKEN`); returns its index.
+    pub fn add_node_with(&mut self, join: &str) -> usize {
+        self.spawn_node(Some(join.to_string()))
+    }
+
+    fn spawn_node(&mut self, join: Option<String>) -> usize {
+        let mut node = self.new_node();
         node.spawn(join.as_deref());
+        node.joined_with = join;
         self.nodes.push(node);
         self.nodes.len() - 1
     }
@@ -480,6 +554,7 @@ impl Cluster {
             peer_port,
             advertised_peer_port,
             dir: base.join("data"),
+            joined_with: None,
             log_path: base.join("server.log"),
             extra_args: self.options.extra_args.clone(),
             voters: self.options.voters,
@@ -537,6 +612,11 @@ impl Cluster {
     /// kill -9 node i.
     pub fn kill(&mut self, i: usize) {
         self.nodes[i].kill();
+    }
+
+    /// Starts node i again (after `kill` or `terminate`) on its storage dir.
+    pub fn start_node(&mut self, i: usize) {
+        self.nodes[i].restart();
     }
 
     /// Restarts node i on its storage dir.
