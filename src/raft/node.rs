@@ -585,21 +585,78 @@ impl Worker {
     }
 
     fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<()> {
+        // Consecutive key-value commands are applied as one group (one sled batch).
+        let mut run: Vec<(u64, Command)> = vec![];
+        let last = entries.last().map(|e| e.index);
         for entry in entries {
             match entry.get_entry_type() {
-                EntryType::EntryNormal => self.apply_normal(&entry)?,
+                EntryType::EntryNormal => {
+                    if entry.data.is_empty() || entry.index <= self.store.applied_index() {
+                        // A new leader's empty entry, or already in the table (a replay).
+                    } else {
+                        let cmd = Command::decode_entry(&entry.data)?;
+                        if !Store::groupable(&cmd) {
+                            self.apply_run(&mut run)?;
+                        }
+                        run.push((entry.index, cmd));
+                        if !Store::groupable(&run[run.len() - 1].1) {
+                            self.apply_run(&mut run)?;
+                        }
+                    }
+                }
                 EntryType::EntryConfChange => {
+                    self.apply_run(&mut run)?;
                     let cc = ConfChange::parse_from_bytes(&entry.data)
                         .map_err(|e| Error::Corrupt(format!("conf change: {e}")))?;
                     let cs = self.raw.apply_conf_change(&cc)?;
                     self.raw.store().set_conf_state(&cs)?;
                 }
-                EntryType::EntryConfChangeV2 => self.apply_member_change(&entry)?,
+                EntryType::EntryConfChangeV2 => {
+                    self.apply_run(&mut run)?;
+                    self.apply_member_change(&entry)?;
+                }
             }
-            self.status
-                .applied_index
-                .store(entry.index, Ordering::Release);
+            if run.is_empty() {
+                self.status
+                    .applied_index
+                    .store(entry.index, Ordering::Release);
+            }
         }
+        self.apply_run(&mut run)?;
+        if let Some(last) = last {
+            self.status.applied_index.store(last, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Applies a run of commands through the one apply function, then hands their events to
+    /// the watch hub and their answers to the proposers, in order.
+    fn apply_run(&mut self, run: &mut Vec<(u64, Command)>) -> Result<()> {
+        let Some(&(last_index, _)) = run.last() else {
+            return Ok(());
+        };
+        let cmds: Vec<(u64, &Command)> = run.iter().map(|(i, c)| (*i, c)).collect();
+        let answers = self.store.apply_group(&cmds)?;
+        for ((_, cmd), mut answer) in run.drain(..).zip(answers) {
+            if let Ok(applied) = &mut answer {
+                if !applied.lease_effects.is_empty() {
+                    self.lessor.on_applied(&applied.lease_effects);
+                }
+                if !applied.events.is_empty() {
+                    // The events go to the watch hub; the proposer needs only the response.
+                    self.hub
+                        .publish(applied.revision, std::mem::take(&mut applied.events));
+                }
+            }
+            if cmd.proposer == self.options.id {
+                if let Some(reply) = self.pending.remove(&cmd.request_id) {
+                    let _ = reply.send(answer);
+                }
+            }
+        }
+        self.status
+            .applied_index
+            .store(last_index, Ordering::Release);
         Ok(())
     }
 
@@ -634,33 +691,6 @@ impl Worker {
                 kind = ?Kind::try_from(change.kind),
                 "membership changed"
             );
-        }
-        Ok(())
-    }
-
-    fn apply_normal(&mut self, entry: &Entry) -> Result<()> {
-        if entry.data.is_empty() {
-            return Ok(()); // a new leader's empty entry
-        }
-        if entry.index <= self.store.applied_index() {
-            return Ok(()); // already in the table (replay after restart)
-        }
-        let cmd = Command::decode_entry(&entry.data)?;
-        let mut answer = self.store.apply(entry.index, &cmd)?;
-        if let Ok(applied) = &mut answer {
-            if !applied.lease_effects.is_empty() {
-                self.lessor.on_applied(&applied.lease_effects);
-            }
-            if !applied.events.is_empty() {
-                // The events go to the watch hub; the proposer needs only the response.
-                self.hub
-                    .publish(applied.revision, std::mem::take(&mut applied.events));
-            }
-        }
-        if cmd.proposer == self.options.id {
-            if let Some(reply) = self.pending.remove(&cmd.request_id) {
-                let _ = reply.send(answer);
-            }
         }
         Ok(())
     }

@@ -17,7 +17,7 @@ impl Store {
         &self,
         previous: i64,
         revision: i64,
-        batch: &mut sled::Batch,
+        batch: &mut super::apply::Writes,
     ) -> Result<()> {
         let mut touched = BTreeSet::new();
         let from = row_key(Rev::new(previous + 1, 0));

@@ -84,7 +84,7 @@ impl WriteTxn<'_> {
 
     pub(crate) fn add_join_token(&mut self, t: &JoinToken) -> Result<()> {
         self.batch
-            .insert(token_key(&t.token_hash), &encode_i64(t.expires_unix));
+            .insert(token_key(&t.token_hash), encode_i64(t.expires_unix));
         Ok(())
     }
 

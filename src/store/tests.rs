@@ -385,3 +385,68 @@ fn replaying_an_applied_index_changes_nothing() {
     assert!(matches!(again, Ok(Err(_))));
     assert_eq!(f.range("a", "", 0).expect("r"), pairs(&[("a", "1")]));
 }
+
+#[test]
+fn a_group_applies_like_one_command_after_another() {
+    let grouped = Fixture::new();
+    let mut single = Fixture::new();
+    let put = |k: &str, v: &str, lease: i64| {
+        Command::new(Op::Put(PutRequest {
+            key: k.into(),
+            value: v.into(),
+            lease,
+            prev_kv: true,
+            ..Default::default()
+        }))
+    };
+    let cmds = vec![
+        put("a", "1", 0),
+        put("a", "2", 0),
+        put("b", "1", 99), // fails: unknown lease, writes nothing
+        Command::new(Op::Txn(TxnRequest {
+            compare: vec![mod_equals("a", 3)],
+            success: vec![put_op("b", "2"), get_op("a")],
+            failure: vec![],
+        })),
+        Command::new(Op::DeleteRange(DeleteRangeRequest {
+            key: "a".into(),
+            range_end: vec![],
+            prev_kv: true,
+        })),
+    ];
+    let indexed: Vec<(u64, &Command)> = cmds.iter().zip(1u64..).map(|(c, i)| (i, c)).collect();
+    let group_answers = grouped.store.apply_group(&indexed).expect("storage works");
+    for cmd in &cmds {
+        single.index += 1;
+        let one = single
+            .store
+            .apply(single.index, cmd)
+            .expect("storage works");
+        let from_group = &group_answers[single.index as usize - 1];
+        assert_eq!(one.is_ok(), from_group.is_ok(), "command {}", single.index);
+        if let (Ok(a), Ok(b)) = (&one, from_group) {
+            assert_eq!(a.revision, b.revision);
+            assert_eq!(a.events, b.events);
+            assert_eq!(format!("{:?}", a.response), format!("{:?}", b.response));
+        }
+    }
+    assert!(matches!(group_answers[2], Err(Error::LeaseNotFound)));
+    assert_eq!(grouped.store.revision(), single.store.revision());
+    assert_eq!(grouped.store.applied_index(), 5);
+    assert_eq!(
+        grouped
+            .store
+            .hash_kv(grouped.store.revision())
+            .expect("hash")
+            .0,
+        single
+            .store
+            .hash_kv(single.store.revision())
+            .expect("hash")
+            .0
+    );
+    assert_eq!(
+        grouped.range("a", "\0", 0).expect("r"),
+        pairs(&[("b", "2")])
+    );
+}
