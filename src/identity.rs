@@ -61,11 +61,16 @@ impl Identity {
         }))
     }
 
-    /// A brand-new cluster with this member as its only voter.
+    /// A brand-new cluster with this member as its only voter. A CA the operator placed in
+    /// `<storage-dir>/peer/` (`ca.crt`, `ca.key`, optionally `member.crt`/`member.key`) is used
+    /// instead of a generated one.
     pub fn bootstrap(db: &sled::Db, dir: &Path, name: &str) -> Result<Identity> {
         let cluster_id = rand::random::<u64>() | 1;
         let member_id = rand::random::<u64>() | 1;
-        let peer = PeerIdentity::bootstrap(cluster_id, name)?;
+        let peer = match PeerIdentity::load_user_ca(dir, name)? {
+            Some(provided) => provided,
+            None => PeerIdentity::bootstrap(cluster_id, name)?,
+        };
         let identity = Identity {
             cluster_id,
             member_id,

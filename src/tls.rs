@@ -80,6 +80,29 @@ impl PeerIdentity {
         Ok(())
     }
 
+    /// An operator-provided CA in the peer dir (`ca.crt` + `ca.key`), with its member
+    /// certificate if provided too, else one issued by that CA.
+    pub fn load_user_ca(storage_dir: &Path, member_name: &str) -> Result<Option<PeerIdentity>> {
+        let dir = Self::dir(storage_dir);
+        let read = |name: &str| std::fs::read_to_string(dir.join(name));
+        let (Ok(ca_cert), Ok(ca_key)) = (read("ca.crt"), read("ca.key")) else {
+            return Ok(None);
+        };
+        let (cert, key) = match (read("member.crt"), read("member.key")) {
+            (Ok(cert), Ok(key)) => (cert, key),
+            _ => issue_member_cert(&ca_cert, &ca_key, member_name)?,
+        };
+        let identity = PeerIdentity {
+            ca_cert,
+            ca_key,
+            cert,
+            key,
+        };
+        // Fail now, not at the first peer connection, if the files do not fit together.
+        peer_server_config(&identity)?;
+        Ok(Some(identity))
+    }
+
     /// A new cluster CA and a certificate for the first member.
     pub fn bootstrap(cluster_id: u64, member_name: &str) -> Result<PeerIdentity> {
         let ca_key = KeyPair::generate().map_err(tls_err)?;
@@ -290,6 +313,20 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_operator_provided_ca_is_used() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(PeerIdentity::load_user_ca(dir.path(), "n1").expect("ok").is_none());
+        let theirs = PeerIdentity::bootstrap(9, "x").expect("identity");
+        std::fs::create_dir_all(dir.path().join("peer")).expect("mkdir");
+        std::fs::write(dir.path().join("peer/ca.crt"), &theirs.ca_cert).expect("write");
+        std::fs::write(dir.path().join("peer/ca.key"), &theirs.ca_key).expect("write");
+        let used = PeerIdentity::load_user_ca(dir.path(), "n1")
+            .expect("valid")
+            .expect("found");
+        assert_eq!(used.ca_fingerprint().ok(), theirs.ca_fingerprint().ok());
+    }
 
     #[test]
     fn bootstrap_makes_a_ca_and_a_member_certificate_that_configs_accept() {
