@@ -33,7 +33,7 @@ check:
 
 # raftkine and etcd side by side (A B A B, 3 rounds); BENCH_QUICK=1 for a short run,
 # BENCH_NODES=3 for 3-member clusters. Results in bench/results/latest.{md,json}.
+# (the driver builds the release raftkine itself)
 bench: etcd
-	$(CARGO) build --release --bin raftkine -p raftkine
 	$(CARGO) build --release -p raftkine-bench
 	./target/release/raftkine-bench compare

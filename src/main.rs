@@ -13,11 +13,6 @@ use raftkine::error::Result;
 use raftkine::node::Node;
 use raftkine::store::Store;
 
-/// mimalloc: the request path allocates many small buffers (protobuf, sled, tonic); glibc's
-/// malloc spent a tenth of the apply thread's time on them.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser, Debug)]
 #[command(
     name = "raftkine",
@@ -121,6 +116,12 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 
 fn run_tool(task: impl std::future::Future<Output = Result<()>>) -> ExitCode {
     init_logging("warn");
+    // `raftkine status | head`: a closed pipe ends the tool quietly, as for other CLI tools,
+    // instead of a panic in println!.
+    // SAFETY: restoring the default disposition of a signal has no memory-safety preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let outcome = runtime()
         .map_err(raftkine::error::Error::from)
         .and_then(|rt| rt.block_on(task));

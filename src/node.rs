@@ -163,6 +163,11 @@ impl Node {
         Ok(Some(channel))
     }
 
+    /// Drops the cached channel to the leader (it stopped answering).
+    pub async fn forget_leader_channel(&self) {
+        *self.leader_channel.lock().await = None;
+    }
+
     /// Hands leadership to another caught-up voter and waits (briefly) until it took over.
     pub async fn step_down(&self) -> Result<()> {
         let view = self.group_view().await?;

@@ -317,7 +317,9 @@ mod tests {
     #[test]
     fn an_operator_provided_ca_is_used() {
         let dir = tempfile::tempdir().expect("tempdir");
-        assert!(PeerIdentity::load_user_ca(dir.path(), "n1").expect("ok").is_none());
+        assert!(PeerIdentity::load_user_ca(dir.path(), "n1")
+            .expect("ok")
+            .is_none());
         let theirs = PeerIdentity::bootstrap(9, "x").expect("identity");
         std::fs::create_dir_all(dir.path().join("peer")).expect("mkdir");
         std::fs::write(dir.path().join("peer/ca.crt"), &theirs.ca_cert).expect("write");

@@ -39,14 +39,21 @@ async fn renew(node: &Node, id: i64) -> Result<i64, Status> {
     let Some(leader) = node.leader_channel().await? else {
         return Ok(node.lessor.renew(id).unwrap_or(0));
     };
-    let request = futures::stream::iter([LeaseKeepAliveRequest { id }]);
-    let mut answers = LeaseClient::new(leader)
-        .lease_keep_alive(request)
-        .await?
-        .into_inner();
-    match answers.message().await? {
-        Some(answer) => Ok(answer.ttl),
-        None => Err(Error::NoLeader.into()),
+    let forward = async {
+        let request = futures::stream::iter([LeaseKeepAliveRequest { id }]);
+        let mut answers = LeaseClient::new(leader)
+            .lease_keep_alive(request)
+            .await?
+            .into_inner();
+        answers.message().await
+    };
+    // A leader that stopped answering must not hold the client's stream forever.
+    match tokio::time::timeout(node.config.request_timeout, forward).await {
+        Ok(Ok(Some(answer))) => Ok(answer.ttl),
+        Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
+            node.forget_leader_channel().await;
+            Err(Error::NoLeader.into())
+        }
     }
 }
 
@@ -123,8 +130,15 @@ impl Lease for LeaseService {
         let req = request.into_inner();
         if let Some(leader) = self.node.leader_channel().await? {
             // Only the leader knows how long a lease has left.
-            let answer = LeaseClient::new(leader).lease_time_to_live(req).await?;
-            return Ok(answer);
+            let mut client = LeaseClient::new(leader);
+            let forward = client.lease_time_to_live(req);
+            return match tokio::time::timeout(self.node.config.request_timeout, forward).await {
+                Ok(Ok(answer)) => Ok(answer),
+                Ok(Err(_)) | Err(_) => {
+                    self.node.forget_leader_channel().await;
+                    Err(Error::NoLeader.into())
+                }
+            };
         }
         let header = Some(self.node.header(self.node.store.revision()));
         let Some(times) = self.node.lessor.times(req.id) else {

@@ -71,12 +71,15 @@ impl Store {
 }
 
 impl WriteTxn<'_> {
-    /// A member's name and URLs; its voter/learner role is kept (a new record is a voter: the
-    /// first member of a cluster publishes itself this way).
+    /// A member's name and URLs; its voter/learner role is kept. Only members publish: a
+    /// record is created this way only for the first member of a new cluster (the table has no
+    /// members yet); a removed member that is still running cannot come back.
     pub(crate) fn publish_member(&mut self, m: &Member) -> Result<()> {
         let mut record = m.clone();
-        if let Some(existing) = self.store.member(m.id)? {
-            record.is_learner = existing.is_learner;
+        match self.store.member(m.id)? {
+            Some(existing) => record.is_learner = existing.is_learner,
+            None if self.store.members()?.is_empty() => record.is_learner = false,
+            None => return Ok(()),
         }
         self.batch.insert(member_key(m.id), record.encode_to_vec());
         Ok(())

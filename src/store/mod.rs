@@ -46,8 +46,9 @@ impl Store {
             .path(dir.join("db"))
             .cache_capacity(64 * 1024 * 1024)
             .mode(sled::Mode::HighThroughput)
+            // raft flushes once per Ready (group commit); sled's own timer would only add
+            // fsyncs competing with it.
             .flush_every_ms(None)
-            .segment_size(8388608)
             .open()?;
         Self::with_db(db)
     }

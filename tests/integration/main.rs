@@ -13,6 +13,7 @@ mod common;
 mod cluster;
 mod cluster_ha;
 mod cluster_history;
+mod cluster_roles;
 mod durability;
 mod kube_shapes;
 mod kv;
