@@ -209,6 +209,13 @@ impl Drop for WriteGuard<'_> {
     }
 }
 
+/// Which operations of a txn a pre-execution check pass looks at.
+#[derive(Clone, Copy)]
+enum Check {
+    Puts,
+    Ranges,
+}
+
 /// Writes of commands being applied, in order; they become one sled batch.
 #[derive(Default)]
 pub(crate) struct Writes(Vec<(Vec<u8>, Option<Vec<u8>>)>);
@@ -465,7 +472,11 @@ impl<'s> WriteTxn<'s> {
             self.store.collect_live(&range, &mut collector)?;
         } else {
             for kv in self.live_in(&range)? {
-                collector.push(kv);
+                if collector.needs_row() {
+                    collector.push(kv);
+                } else {
+                    collector.count_only_key();
+                }
             }
         }
         Ok(collector.finish(now))
@@ -507,6 +518,18 @@ impl<'s> WriteTxn<'s> {
 
     /// etcd's pre-execution checks of the chosen operations (nothing is written when one fails).
     fn check_chosen(&self, req: &TxnRequest, path: &[bool], cursor: &mut usize) -> Result<()> {
+        // etcd checks every put of the chosen branches first, then every range.
+        self.check_chosen_ops(req, path, &mut cursor.clone(), Check::Puts)?;
+        self.check_chosen_ops(req, path, cursor, Check::Ranges)
+    }
+
+    fn check_chosen_ops(
+        &self,
+        req: &TxnRequest,
+        path: &[bool],
+        cursor: &mut usize,
+        check: Check,
+    ) -> Result<()> {
         let succeeded = path.get(*cursor).copied().unwrap_or(false);
         *cursor += 1;
         let ops = if succeeded {
@@ -515,8 +538,8 @@ impl<'s> WriteTxn<'s> {
             &req.failure
         };
         for op in ops {
-            match &op.request {
-                Some(request_op::Request::RequestPut(p)) => {
+            match (&op.request, check) {
+                (Some(request_op::Request::RequestPut(p)), Check::Puts) => {
                     if (p.ignore_value || p.ignore_lease) && self.get_live(&p.key)?.is_none() {
                         return Err(Error::KeyNotFound);
                     }
@@ -524,11 +547,11 @@ impl<'s> WriteTxn<'s> {
                         return Err(Error::LeaseNotFound);
                     }
                 }
-                Some(request_op::Request::RequestRange(r)) if r.revision > 0 => {
+                (Some(request_op::Request::RequestRange(r)), Check::Ranges) if r.revision > 0 => {
                     self.store.check_readable(r.revision, self.base)?;
                 }
-                Some(request_op::Request::RequestTxn(nested)) => {
-                    self.check_chosen(nested, path, cursor)?
+                (Some(request_op::Request::RequestTxn(nested)), _) => {
+                    self.check_chosen_ops(nested, path, cursor, check)?
                 }
                 _ => {}
             }
