@@ -110,16 +110,7 @@ pub async fn serve(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Result<(
                         let _ = s.set_nodelay(true);
                     })
                 });
-                if tls.is_some() {
-                    tasks.push(tokio::spawn(
-                        router.serve_with_incoming_shutdown(incoming, signal),
-                    ));
-                } else {
-                    let incoming = incoming.map(|c| c.map(FixAuthority::new));
-                    tasks.push(tokio::spawn(
-                        router.serve_with_incoming_shutdown(incoming, signal),
-                    ));
-                }
+                tasks.push(spawn_listener(router, incoming, tls.is_some(), signal));
             }
             ListenAddr::Unix(path) => {
                 if path.exists() {
@@ -132,16 +123,7 @@ pub async fn serve(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Result<(
                 set_owner_only(&path)?;
                 tracing::info!("serving the etcd API on unix socket {}", path.display());
                 let incoming = UnixListenerStream::new(listener);
-                if tls.is_some() {
-                    tasks.push(tokio::spawn(
-                        router.serve_with_incoming_shutdown(incoming, signal),
-                    ));
-                } else {
-                    let incoming = incoming.map(|c| c.map(FixAuthority::new));
-                    tasks.push(tokio::spawn(
-                        router.serve_with_incoming_shutdown(incoming, signal),
-                    ));
-                }
+                tasks.push(spawn_listener(router, incoming, tls.is_some(), signal));
             }
         }
     }
@@ -159,6 +141,33 @@ pub async fn serve(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Result<(
         Err(_) => peer.abort(),
     }
     Ok(())
+}
+
+type Served = tokio::task::JoinHandle<std::result::Result<(), tonic::transport::Error>>;
+
+/// Serves one listener's connections; plaintext ones get etcdctl's `:authority` repaired (see
+/// [`FixAuthority`]; under TLS, tonic terminates TLS itself and the wrapper cannot see inside).
+fn spawn_listener<S, IO>(
+    router: tonic::transport::server::Router,
+    incoming: S,
+    tls: bool,
+    signal: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Served
+where
+    S: futures::Stream<Item = std::io::Result<IO>> + Send + 'static,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+{
+    if tls {
+        tokio::spawn(router.serve_with_incoming_shutdown(incoming, signal))
+    } else {
+        let incoming = incoming.map(|c| c.map(FixAuthority::new));
+        tokio::spawn(router.serve_with_incoming_shutdown(incoming, signal))
+    }
 }
 
 /// Gives the first election a moment before clients arrive, so that the first requests are not
