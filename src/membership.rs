@@ -93,13 +93,24 @@ pub async fn admit(node: &Node, req: JoinRequest) -> Result<JoinResponse> {
         request_id: 0,
     })
     .await?;
+    // The joiner reaches the cluster through the members it is told about; this member's own
+    // record may not be applied yet (a first node publishes it shortly after it starts), so it
+    // is always included as it is now.
+    let me = node.self_member();
+    let mut members: Vec<Member> = node
+        .store
+        .members()?
+        .into_iter()
+        .filter(|m| m.id != me.id)
+        .collect();
+    members.push(me);
     Ok(JoinResponse {
         cluster_id: node.cluster_id,
         member_id,
         ca_cert: peer.ca_cert.clone(),
         member_cert,
         member_key,
-        members: node.store.members()?,
+        members,
         ca_key: peer.ca_key.clone(),
     })
 }

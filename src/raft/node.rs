@@ -346,8 +346,13 @@ impl Worker {
     fn connect_peers(&mut self) -> Result<()> {
         let members = self.store.members()?;
         let mut known = vec![];
-        if members.is_empty() {
-            for (id, addr) in &self.options.seed_peers {
+        // The addresses learned when joining stand in for members whose record is not in the
+        // table yet (a first node publishes its own record shortly after it starts).
+        let cs = self.raw.store().conf_state();
+        let in_group =
+            |id: &u64| members.is_empty() || cs.voters.contains(id) || cs.learners.contains(id);
+        for (id, addr) in &self.options.seed_peers {
+            if *id != self.options.id && in_group(id) && !members.iter().any(|m| m.id == *id) {
                 self.transport.set_peer(*id, addr);
                 known.push(*id);
             }

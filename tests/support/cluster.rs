@@ -86,6 +86,10 @@ fn node_flags(node: &Node) -> Vec<String> {
         flags.push("--advertise-peer-url".to_string());
         flags.push(format!("tcp://127.0.0.1:{}", node.advertised_peer_port));
     }
+    if let Ok(level) = std::env::var("RAFTKINE_TEST_LOG_LEVEL") {
+        flags.push("--log-level".to_string());
+        flags.push(level);
+    }
     flags.extend(node.extra_args.iter().cloned());
     flags
 }
@@ -452,8 +456,9 @@ impl Cluster {
             }
             if Instant::now() >= deadline {
                 panic!(
-                    "not {voters} voters within {timeout:?}; last status: {last}\n{}",
-                    self.log_tails(30)
+                    "not {voters} voters within {timeout:?}; last status: {last}\n{}{}",
+                    self.log_tails(30),
+                    self.keep_logs()
                 );
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -748,6 +753,29 @@ impl Cluster {
     }
 
     /// The last `lines` of every node's log, for failure messages.
+    /// Copies every node's whole log to a kept directory when `RAFTKINE_TEST_KEEP_LOGS` names
+    /// one; returns a line saying where (or "").
+    pub fn keep_logs(&self) -> String {
+        let Ok(root) = std::env::var("RAFTKINE_TEST_KEEP_LOGS") else {
+            return String::new();
+        };
+        let dir = PathBuf::from(root).join(format!(
+            "{}-{}",
+            std::process::id(),
+            self.dir
+                .path()
+                .file_name()
+                .map_or("cluster".into(), |n| n.to_string_lossy())
+        ));
+        if std::fs::create_dir_all(&dir).is_err() {
+            return String::new();
+        }
+        for node in &self.nodes {
+            let _ = std::fs::write(dir.join(format!("{}.log", node.name)), node.log());
+        }
+        format!("\n(full logs kept in {})", dir.display())
+    }
+
     pub fn log_tails(&self, lines: usize) -> String {
         let mut s = String::new();
         for node in &self.nodes {
