@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::dqlite::flags::DqliteFlags;
+
 /// `raftkine serve` flags.
 #[derive(Args, Debug, Clone)]
 pub struct ServeConfig {
@@ -23,13 +25,11 @@ pub struct ServeConfig {
     )]
     pub listen: Vec<String>,
 
-    /// Peer listener (raft traffic between members, mutual TLS with the cluster CA).
-    #[arg(
-        long,
-        alias = "listen-peer-urls",
-        default_value = "tcp://127.0.0.1:2380"
-    )]
-    pub peer_listen: String,
+    /// Peer listener (raft traffic between members, mutual TLS with the cluster CA). Default:
+    /// the Address of the storage dir's `info.yaml` / `init.yaml` when it has one (a
+    /// k8s-dqlite storage dir), else tcp://127.0.0.1:2380.
+    #[arg(long, alias = "listen-peer-urls")]
+    pub peer_listen: Option<String>,
 
     /// Peer URL other members use to reach this one (default: the peer listener's address; set
     /// it when listening on 0.0.0.0 or behind a proxy).
@@ -104,7 +104,18 @@ pub struct ServeConfig {
     /// Log level: error, warn, info, debug, trace (or a tracing filter).
     #[arg(long, default_value = "info", env = "RAFTKINE_LOG")]
     pub log_level: String,
+
+    /// k8s-dqlite's flags (MicroK8s args files run unchanged).
+    #[command(flatten)]
+    pub dqlite: DqliteFlags,
+
+    /// This member's failure domain (the storage dir's `failure-domain` file; 0 without one).
+    #[arg(skip)]
+    pub failure_domain: u64,
 }
+
+/// The peer listener when neither the flag nor the storage dir names one.
+pub const DEFAULT_PEER_LISTEN: &str = "tcp://127.0.0.1:2380";
 
 impl ServeConfig {
     /// The minimum lease TTL etcd derives from the election timeout (seconds, rounded up).
@@ -124,10 +135,24 @@ fn parse_voters(s: &str) -> Result<usize, String> {
 impl ServeConfig {
     /// The peer URL announced to other members (`https://`: peer traffic is always TLS).
     pub fn peer_url(&self) -> String {
-        let url = self
-            .advertise_peer_url
-            .as_ref()
-            .unwrap_or(&self.peer_listen);
+        let listen = self.peer_listen();
+        let url = self.advertise_peer_url.as_ref().unwrap_or(&listen);
         format!("https://{}", crate::peer::url_to_addr(url))
+    }
+
+    /// The peer listener's URL.
+    pub fn peer_listen(&self) -> String {
+        self.peer_listen
+            .clone()
+            .unwrap_or_else(|| DEFAULT_PEER_LISTEN.to_string())
+    }
+
+    /// The log filter: `--debug` (k8s-dqlite) wins over `--log-level`.
+    pub fn log_filter(&self) -> String {
+        if self.dqlite.debug == Some(true) {
+            "debug,h2=info,tower=info,hyper=info".to_string()
+        } else {
+            self.log_level.clone()
+        }
     }
 }

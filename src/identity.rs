@@ -43,15 +43,18 @@ impl Identity {
             Some(v) => decode_seeds(&v),
             None => vec![],
         };
-        let peer = match PeerIdentity::load(dir)? {
-            Some(p) => p,
-            // A data dir from before peer certificates existed: make them now.
-            None => {
-                let p = PeerIdentity::bootstrap(cluster_id, &member_id.to_string())?;
-                p.save(dir)?;
-                p
-            }
-        };
+        let from_cluster_files =
+            PeerIdentity::from_cluster_files(dir, &format!("{member_id:016x}"))?;
+        let peer =
+            match from_cluster_files.map_or_else(|| PeerIdentity::load(dir), |p| Ok(Some(p)))? {
+                Some(p) => p,
+                // A data dir from before peer certificates existed: make them now.
+                None => {
+                    let p = PeerIdentity::bootstrap(cluster_id, &member_id.to_string())?;
+                    p.save(dir)?;
+                    p
+                }
+            };
         Ok(Some(Identity {
             cluster_id,
             member_id,
@@ -61,13 +64,18 @@ impl Identity {
         }))
     }
 
-    /// A brand-new cluster with this member as its only voter. A CA the operator placed in
-    /// `<storage-dir>/peer/` (`ca.crt`, `ca.key`, optionally `member.crt`/`member.key`) is used
-    /// instead of a generated one.
+    /// A brand-new cluster with this member as its only voter. A k8s-dqlite storage dir's
+    /// `cluster.crt`/`cluster.key`, or a CA the operator placed in `<storage-dir>/peer/`
+    /// (`ca.crt`, `ca.key`, optionally `member.crt`/`member.key`), is used instead of a
+    /// generated CA.
     pub fn bootstrap(db: &sled::Db, dir: &Path, name: &str) -> Result<Identity> {
         let cluster_id = rand::random::<u64>() | 1;
         let member_id = rand::random::<u64>() | 1;
-        let peer = match PeerIdentity::load_user_ca(dir, name)? {
+        let provided = match PeerIdentity::from_cluster_files(dir, name)? {
+            Some(shared) => Some(shared),
+            None => PeerIdentity::load_user_ca(dir, name)?,
+        };
+        let peer = match provided {
             Some(provided) => provided,
             None => PeerIdentity::bootstrap(cluster_id, name)?,
         };

@@ -10,6 +10,7 @@
 //! - [`command`]: the commands raft carries.
 //! - [`error`]: error types and their etcd gRPC statuses, in one place.
 //! - [`config`], [`server`]: settings and listeners.
+//! - [`dqlite`]: the k8s-dqlite drop-in: its flags, storage-dir files and `dqlite` admin verbs.
 //! - [`proto`]: generated etcd wire types.
 
 pub mod api;
@@ -17,6 +18,7 @@ pub mod authority;
 pub mod cli;
 pub mod command;
 pub mod config;
+pub mod dqlite;
 pub mod error;
 pub mod identity;
 pub mod lease;
@@ -25,6 +27,7 @@ pub mod node;
 pub mod peer;
 pub mod proto;
 pub mod raft;
+pub mod recover;
 pub mod server;
 pub mod store;
 pub mod tls;

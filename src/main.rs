@@ -78,13 +78,62 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// k8s-dqlite's `dqlite` admin command, as MicroK8s runs it:
+    /// `dqlite -s file://DIR/cluster.yaml -c DIR/cluster.crt -k DIR/cluster.key [-f json] k8s .cluster`
+    /// (also `.leader`, `.remove ADDRESS`, `.reconfigure DIR CLUSTER.yaml`). The binary run
+    /// under the name `dqlite` is this command.
+    Dqlite(raftkine::dqlite::shell::ShellArgs),
+    /// Quorum recovery on a stopped member: the membership becomes this member (plus
+    /// `--voters`); the others are removed. Refused while a quorum of the voters is reachable.
+    Recover {
+        /// The stopped member's storage dir.
+        #[arg(long, default_value = "./raftkine-data")]
+        storage_dir: std::path::PathBuf,
+        /// Other surviving members to keep as voters (ids, names or peer addresses); run
+        /// recover with the same list on each of them.
+        #[arg(long, value_delimiter = ',')]
+        voters: Vec<String>,
+        /// Print the new membership without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print raftkine's version and the etcd version it emulates by default.
     Version,
 }
 
+/// The `dqlite` command line (the binary run under that name): `dqlite ARGS` = `raftkine dqlite ARGS`.
+#[derive(Parser, Debug)]
+#[command(name = "dqlite", about = "dqlite admin verbs on a raftkine cluster")]
+struct DqliteCli {
+    #[command(flatten)]
+    args: raftkine::dqlite::shell::ShellArgs,
+}
+
 fn main() -> ExitCode {
+    let invoked_as = std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_string()));
+    if invoked_as.as_deref() == Some("dqlite") {
+        return run_dqlite(DqliteCli::parse().args);
+    }
     let cli = Cli::parse();
     match cli.command {
+        Some(Command::Dqlite(args)) => run_dqlite(args),
+        Some(Command::Recover {
+            storage_dir,
+            voters,
+            dry_run,
+        }) => run_tool(async move {
+            let plan = raftkine::recover::recover(&storage_dir, &voters, dry_run).await?;
+            print!("{}", plan.describe());
+            if dry_run {
+                println!("(dry run: nothing changed)");
+            } else {
+                println!("done: start raftkine on this node (and on the other listed voters)");
+            }
+            Ok(())
+        }),
         Some(Command::Version) => {
             println!("raftkine {}", env!("CARGO_PKG_VERSION"));
             println!("etcd API: 3.5 (reported version defaults to 3.5.13)");
@@ -134,8 +183,18 @@ fn run_tool(task: impl std::future::Future<Output = Result<()>>) -> ExitCode {
     }
 }
 
+/// Prints what the verb printed (go-dqlite prints its result and a newline); errors go to
+/// stderr with exit status 1.
+fn run_dqlite(args: raftkine::dqlite::shell::ShellArgs) -> ExitCode {
+    run_tool(async move {
+        let out = raftkine::dqlite::shell::run(&args).await?;
+        println!("{out}");
+        Ok(())
+    })
+}
+
 fn run_member(config: ServeConfig, join: Option<String>) -> ExitCode {
-    init_logging(&config.log_level);
+    init_logging(&config.log_filter());
     let outcome = runtime()
         .map_err(raftkine::error::Error::from)
         .and_then(|rt| rt.block_on(serve(config, join)));
@@ -149,12 +208,27 @@ fn run_member(config: ServeConfig, join: Option<String>) -> ExitCode {
     }
 }
 
-async fn serve(config: ServeConfig, join: Option<String>) -> Result<()> {
+async fn serve(mut config: ServeConfig, join: Option<String>) -> Result<()> {
+    let prepared = raftkine::dqlite::layout::prepare(&mut config)?;
     let store = Arc::new(Store::open(&config.storage_dir)?);
+    let known = raftkine::identity::Identity::load(store.db(), &config.storage_dir)?.is_some();
     if let Some(token) = join {
         raftkine::membership::join_cluster(&token, &config, store.db()).await?;
+    } else if let (Some(cluster), false) = (&prepared.join, known) {
+        let peer =
+            raftkine::tls::PeerIdentity::from_cluster_files(&config.storage_dir, &config.name)?
+                .ok_or_else(|| {
+                    raftkine::error::Error::Config(
+                        "init.yaml names a cluster to join: cluster.crt and cluster.key of that \
+                     cluster must be in the storage dir"
+                            .into(),
+                    )
+                })?;
+        raftkine::membership::join_with_certificate(cluster, peer, &config, store.db()).await?;
     }
     let node = Node::start_with(config, store)?;
+    raftkine::dqlite::layout::finish(&node.config, &prepared)?;
+    raftkine::dqlite::layout::spawn_state_files(&node);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;

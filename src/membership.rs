@@ -56,15 +56,34 @@ pub async fn create_join_token(node: &Node, ttl: Duration) -> Result<AddNodeResp
 }
 
 /// Admits a joining node: uses its token up, adds it as a learner, and returns its identity.
-pub async fn admit(node: &Node, req: JoinRequest) -> Result<JoinResponse> {
-    if req.token.len() != SECRET_HEX {
-        return Err(Error::InvalidArgument("malformed join token".into()));
+///
+/// `holds_cluster_certificate`: the joiner presented a certificate of the cluster CA (a
+/// MicroK8s node given the shared `cluster.crt`); it needs no token, and a member it replaces
+/// (same peer address: the node was reset and joins again) is removed first.
+pub async fn admit(
+    node: &Node,
+    req: JoinRequest,
+    holds_cluster_certificate: bool,
+) -> Result<JoinResponse> {
+    if holds_cluster_certificate {
+        let wanted = url_to_addr(&req.peer_url);
+        let stale = node.store.members()?.into_iter().find(|m| {
+            m.id != node.member_id && m.peer_ur_ls.iter().any(|u| url_to_addr(u) == wanted)
+        });
+        if let Some(stale) = stale {
+            tracing::info!(member = stale.id, peer = %wanted, "a node joins again at the address of a member: removing the old member");
+            remove_member(node, stale).await?;
+        }
+    } else {
+        if req.token.len() != SECRET_HEX {
+            return Err(Error::InvalidArgument("malformed join token".into()));
+        }
+        node.propose(Op::ConsumeJoinToken(JoinToken {
+            token_hash: token_hash(&req.token),
+            expires_unix: now_unix(),
+        }))
+        .await?;
     }
-    node.propose(Op::ConsumeJoinToken(JoinToken {
-        token_hash: token_hash(&req.token),
-        expires_unix: now_unix(),
-    }))
-    .await?;
     let member_id = loop {
         let id = rand::random::<u64>() | 1;
         if node.store.member(id)?.is_none() {
@@ -212,11 +231,55 @@ pub async fn join_cluster(arg: &str, config: &ServeConfig, db: &sled::Db) -> Res
     }
     let (addr, secret, fingerprint) = parse_join_arg(arg)?;
     let tls = Arc::new(join_client_config(&fingerprint)?);
-    let channel = connect::channel(&addr, tls).await?;
+    let answer = ask_to_join(&addr, tls, secret, config).await?;
+    let peer = PeerIdentity {
+        ca_cert: answer.ca_cert.clone(),
+        ca_key: answer.ca_key.clone(),
+        cert: answer.member_cert.clone(),
+        key: answer.member_key.clone(),
+    };
+    store_joined_identity(answer, peer, db, dir)
+}
+
+/// Joins with the cluster certificate every member shares (a k8s-dqlite storage dir's
+/// `cluster.crt`/`cluster.key`, as MicroK8s hands them to a joining node), through the first
+/// of `cluster` (peer addresses, as in `init.yaml`) that answers. No token: holding the
+/// cluster's key is the credential.
+pub async fn join_with_certificate(
+    cluster: &[String],
+    peer: PeerIdentity,
+    config: &ServeConfig,
+    db: &sled::Db,
+) -> Result<Identity> {
+    let tls = Arc::new(crate::tls::peer_client_config(&peer)?);
+    let mut failures = vec![];
+    for addr in cluster {
+        let addr = url_to_addr(addr);
+        match ask_to_join(&addr, tls.clone(), String::new(), config).await {
+            Ok(answer) => return store_joined_identity(answer, peer, db, &config.storage_dir),
+            Err(e) => {
+                tracing::warn!("joining through {addr}: {e}");
+                failures.push(e.to_string());
+            }
+        }
+    }
+    Err(Error::Config(format!(
+        "no member of {cluster:?} admitted this node: {}",
+        failures.join("; ")
+    )))
+}
+
+async fn ask_to_join(
+    addr: &str,
+    tls: Arc<rustls::ClientConfig>,
+    token: String,
+    config: &ServeConfig,
+) -> Result<JoinResponse> {
+    let channel = connect::channel(addr, tls).await?;
     let client_urls = crate::api::cluster::client_urls_of(config);
     let answer = PeerClient::new(channel)
         .join(JoinRequest {
-            token: secret,
+            token,
             name: config.name.clone(),
             peer_url: config.peer_url(),
             client_urls,
@@ -224,6 +287,15 @@ pub async fn join_cluster(arg: &str, config: &ServeConfig, db: &sled::Db) -> Res
         .await
         .map_err(|s| Error::Config(format!("joining through {addr}: {}", s.message())))?
         .into_inner();
+    Ok(answer)
+}
+
+fn store_joined_identity(
+    answer: JoinResponse,
+    peer: PeerIdentity,
+    db: &sled::Db,
+    dir: &Path,
+) -> Result<Identity> {
     let seed_peers = answer
         .members
         .iter()
@@ -235,12 +307,7 @@ pub async fn join_cluster(arg: &str, config: &ServeConfig, db: &sled::Db) -> Res
         member_id: answer.member_id,
         joined: true,
         seed_peers,
-        peer: PeerIdentity {
-            ca_cert: answer.ca_cert,
-            ca_key: answer.ca_key,
-            cert: answer.member_cert,
-            key: answer.member_key,
-        },
+        peer,
     };
     identity.save(db, dir)?;
     tracing::info!(
@@ -249,35 +316,4 @@ pub async fn join_cluster(arg: &str, config: &ServeConfig, db: &sled::Db) -> Res
         answer.cluster_id
     );
     Ok(identity)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn join_arguments_parse() {
-        let token = format!("{}{}", "a".repeat(32), "b".repeat(32));
-        let (addr, secret, fp) = parse_join_arg(&format!("10.0.0.1:2380/{token}")).expect("parses");
-        assert_eq!(addr, "10.0.0.1:2380");
-        assert_eq!(secret, "a".repeat(32));
-        assert_eq!(fp, "b".repeat(32));
-        assert!(parse_join_arg("10.0.0.1:2380/short").is_err());
-        assert!(parse_join_arg("no-slash").is_err());
-    }
-
-    #[test]
-    fn members_are_found_by_id_name_or_address() {
-        let members = vec![Member {
-            id: 0xabc,
-            name: "n1".into(),
-            peer_ur_ls: vec!["tcp://10.0.0.1:2380".into()],
-            client_ur_ls: vec![],
-            is_learner: false,
-        }];
-        for s in ["abc", "2748", "n1", "10.0.0.1:2380", "tcp://10.0.0.1:2380"] {
-            assert!(find_member(&members, s).is_some(), "{s}");
-        }
-        assert!(find_member(&members, "n2").is_none());
-    }
 }

@@ -18,7 +18,7 @@ use crate::proto::etcdserverpb::{
 use crate::proto::raftkinepb::MemberChange;
 use crate::raft::{GroupView, RaftHandle, RaftOptions, RaftStatus};
 use crate::store::{Applied, Store};
-use crate::tls::peer_client_config;
+use crate::tls::peer_client_config_with;
 use crate::watch::WatchHub;
 
 /// Buffered revisions per watch stream before a slow stream must catch up from the table.
@@ -61,7 +61,10 @@ impl Node {
         let tick = Duration::from_millis(config.heartbeat_interval.max(1));
         let election_ticks = (config.election_timeout / config.heartbeat_interval.max(1)).max(2);
         let transport = Transport::new(
-            Arc::new(peer_client_config(&identity.peer)?),
+            Arc::new(peer_client_config_with(
+                &identity.peer,
+                config.dqlite.tls_client_session_cache_size,
+            )?),
             tokio::runtime::Handle::current(),
         );
         let peer_health = Arc::new(PeerHealth::default());
@@ -288,12 +291,24 @@ async fn publish_attributes(node: std::sync::Weak<Node>) {
                 && m.peer_ur_ls == wanted.peer_ur_ls
                 && m.client_ur_ls == wanted.client_ur_ls
         });
-        if up_to_date {
+        if !up_to_date {
+            if let Err(e) = node.propose(Op::MemberAttributes(wanted)).await {
+                tracing::debug!("publishing member attributes: {e}");
+            }
+            continue;
+        }
+        let domain = node.config.failure_domain;
+        if node.store.failure_domain(node.member_id).ok() == Some(domain) {
             return;
         }
-        match node.propose(Op::MemberAttributes(wanted)).await {
-            Ok(_) => return,
-            Err(e) => tracing::debug!("publishing member attributes: {e}"),
+        let published = node
+            .propose(Op::FailureDomain(crate::proto::raftkinepb::FailureDomain {
+                member_id: node.member_id,
+                domain,
+            }))
+            .await;
+        if let Err(e) = published {
+            tracing::debug!("publishing the failure domain: {e}");
         }
     }
 }

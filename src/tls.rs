@@ -17,6 +17,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use sha2::{Digest, Sha256};
 
+use crate::dqlite::flags::TlsVersion;
 use crate::error::{Error, Result};
 
 /// The DNS name in every member certificate; peers connect by it.
@@ -99,7 +100,34 @@ impl PeerIdentity {
             key,
         };
         // Fail now, not at the first peer connection, if the files do not fit together.
-        peer_server_config(&identity)?;
+        peer_server_config(&identity, TlsVersion::default())?;
+        Ok(Some(identity))
+    }
+
+    /// A k8s-dqlite storage dir's shared `cluster.crt`/`cluster.key` (every node of a MicroK8s
+    /// cluster has the same pair): used as the cluster CA, with a member certificate issued
+    /// from it at each start.
+    pub fn from_cluster_files(
+        storage_dir: &Path,
+        member_name: &str,
+    ) -> Result<Option<PeerIdentity>> {
+        let read = |name: &str| std::fs::read_to_string(storage_dir.join(name));
+        let (ca_cert, ca_key) = match (read("cluster.crt"), read("cluster.key")) {
+            (Ok(c), Ok(k)) => (c, k),
+            (Err(e), _) | (_, Err(e)) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(tls_err(format!("cluster.crt/cluster.key: {e}")))
+            }
+            _ => return Ok(None),
+        };
+        let (cert, key) = issue_member_cert(&ca_cert, &ca_key, member_name)
+            .map_err(|e| tls_err(format!("cluster.crt/cluster.key: {e}")))?;
+        let identity = PeerIdentity {
+            ca_cert,
+            ca_key,
+            cert,
+            key,
+        };
+        peer_server_config(&identity, TlsVersion::default())?;
         Ok(Some(identity))
     }
 
@@ -180,7 +208,7 @@ fn roots(ca_pem: &str) -> Result<RootCertStore> {
 
 /// The peer port's server config: presents this member's certificate (with the CA in the
 /// chain, for joiners) and verifies client certificates by the CA when one is presented.
-pub fn peer_server_config(id: &PeerIdentity) -> Result<ServerConfig> {
+pub fn peer_server_config(id: &PeerIdentity, min_version: TlsVersion) -> Result<ServerConfig> {
     let verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots(&id.ca_cert)?), provider())
             .allow_unauthenticated()
@@ -188,8 +216,12 @@ pub fn peer_server_config(id: &PeerIdentity) -> Result<ServerConfig> {
             .map_err(tls_err)?;
     let mut chain = certs(&id.cert)?;
     chain.extend(certs(&id.ca_cert)?);
+    let versions: &[&rustls::SupportedProtocolVersion] = match min_version {
+        TlsVersion::Tls12 => rustls::DEFAULT_VERSIONS,
+        TlsVersion::Tls13 => &[&rustls::version::TLS13],
+    };
     let mut config = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .map_err(tls_err)?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, private_key(&id.key)?)
@@ -200,6 +232,15 @@ pub fn peer_server_config(id: &PeerIdentity) -> Result<ServerConfig> {
 
 /// A member's client config towards other members: verifies them by the CA, presents its cert.
 pub fn peer_client_config(id: &PeerIdentity) -> Result<ClientConfig> {
+    peer_client_config_with(id, None)
+}
+
+/// [`peer_client_config`] with a TLS session cache of `session_cache` entries (k8s-dqlite's
+/// `--tls-client-session-cache-size`; 0 turns resumption off; `None` keeps rustls' default).
+pub fn peer_client_config_with(
+    id: &PeerIdentity,
+    session_cache: Option<usize>,
+) -> Result<ClientConfig> {
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(tls_err)?
@@ -207,6 +248,11 @@ pub fn peer_client_config(id: &PeerIdentity) -> Result<ClientConfig> {
         .with_client_auth_cert(certs(&id.cert)?, private_key(&id.key)?)
         .map_err(tls_err)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
+    match session_cache {
+        Some(0) => config.resumption = rustls::client::Resumption::disabled(),
+        Some(n) => config.resumption = rustls::client::Resumption::in_memory_sessions(n),
+        None => {}
+    }
     Ok(config)
 }
 
@@ -336,7 +382,7 @@ mod tests {
         assert!(id.ca_cert.contains("BEGIN CERTIFICATE"));
         let fp = id.ca_fingerprint().expect("fingerprint");
         assert_eq!(fp.len(), 64);
-        peer_server_config(&id).expect("server config");
+        peer_server_config(&id, TlsVersion::Tls13).expect("server config");
         peer_client_config(&id).expect("client config");
         join_client_config(&fp).expect("join config");
         let (cert, key) = issue_member_cert(&id.ca_cert, &id.ca_key, "n2").expect("issue");

@@ -1,5 +1,6 @@
 //! The peer listener: TLS handshakes with the cluster CA (client certificates verified when
-//! presented; required by every call but Join), then the Peer gRPC service.
+//! presented; required by every call but Join), then the Peer gRPC service, and the Admin
+//! service for holders of a cluster certificate (the `dqlite` command).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +13,10 @@ use tonic::transport::Server;
 
 use super::service::PeerService;
 use super::url_to_addr;
+use crate::api::admin::AdminService;
 use crate::error::{Error, Result};
 use crate::node::Node;
+use crate::proto::raftkinepb::admin_server::AdminServer;
 use crate::proto::raftkinepb::peer_server::PeerServer;
 use crate::tls::peer_server_config;
 
@@ -22,15 +25,28 @@ pub async fn start(
     node: Arc<Node>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>> {
-    let addr = url_to_addr(&node.config.peer_listen);
+    let addr = url_to_addr(&node.config.peer_listen());
     let listener = TcpListener::bind(&addr)
         .await
         .map_err(|e| Error::Config(format!("peer listener {addr}: {e}")))?;
     tracing::info!("peer traffic on {}", listener.local_addr()?);
-    let acceptor = TlsAcceptor::from(Arc::new(peer_server_config(&node.identity.peer)?));
+    let acceptor = TlsAcceptor::from(Arc::new(peer_server_config(
+        &node.identity.peer,
+        node.config.dqlite.min_tls_version(),
+    )?));
     let (conns, incoming) = mpsc::channel(64);
     let accept_shutdown = shutdown.clone();
     tokio::spawn(accept_loop(listener, acceptor, conns, accept_shutdown));
+    // The Admin service answers members only (the `dqlite` command holds the cluster key).
+    let admin = AdminServer::with_interceptor(
+        AdminService::new(node.clone()),
+        |request: tonic::Request<()>| match request.peer_certs() {
+            Some(certs) if !certs.is_empty() => Ok(request),
+            _ => Err(tonic::Status::unauthenticated(
+                "raftkine: peer traffic needs a certificate of the cluster CA",
+            )),
+        },
+    );
     let service = PeerServer::new(PeerService::new(node))
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
@@ -41,6 +57,7 @@ pub async fn start(
         let served = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(5)))
             .add_service(service)
+            .add_service(admin)
             .serve_with_incoming_shutdown(
                 ReceiverStream::new(incoming).map(Ok::<_, std::io::Error>),
                 stop,

@@ -50,8 +50,9 @@ impl Peer for PeerService {
     }
 
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        let holds_cluster_certificate = require_member_certificate(&request).is_ok();
         let req = request.into_inner();
-        let resp = membership::admit(&self.node, req).await?;
+        let resp = membership::admit(&self.node, req, holds_cluster_certificate).await?;
         Ok(Response::new(resp))
     }
 }

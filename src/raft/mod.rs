@@ -9,5 +9,5 @@ pub mod log_store;
 pub mod logger;
 pub mod node;
 
-pub use log_store::LogStart;
+pub use log_store::{LogStart, LogStore};
 pub use node::{GroupView, PeerProgress, RaftHandle, RaftOptions, RaftStatus};

@@ -816,18 +816,33 @@ impl Worker {
         );
     }
 
-    /// A learner that is caught up and heard from recently.
+    /// A learner that is caught up and heard from recently; among several, one from the
+    /// failure domain with the fewest live voters (voters spread across domains).
     fn ready_standby(&self, learners: &[u64]) -> Option<u64> {
         let raft = &self.raw.raft;
         let last = raft.raft_log.last_index();
         let alive = self.options.tick * (self.options.election_ticks as u32) * 3;
-        learners.iter().copied().find(|id| {
+        let domain = |id: u64| self.store.failure_domain(id).unwrap_or(0);
+        let voter_domains: Vec<u64> = self
+            .raw
+            .store()
+            .conf_state()
+            .voters
+            .iter()
+            .filter(|id| !self.is_dead(**id))
+            .map(|id| domain(*id))
+            .collect();
+        let ready = learners.iter().copied().filter(|id| {
             // (not `recent_active`: raft resets it every election timeout, in phase with
             // this check)
             let caught_up = raft.prs().get(*id).is_some_and(|pr| {
                 pr.state != ProgressState::Snapshot && pr.matched + CAUGHT_UP_LAG >= last
             });
             caught_up && self.peer_health.silence(*id).is_some_and(|s| s < alive)
+        });
+        ready.min_by_key(|id| {
+            let d = domain(*id);
+            (voter_domains.iter().filter(|v| **v == d).count(), *id)
         })
     }
 

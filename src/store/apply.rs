@@ -107,6 +107,9 @@ impl Store {
                 Some(Op::LeaseRevoke(r)) => txn.lease_revoke(r).map(Response::LeaseRevoke),
                 Some(Op::Alarm(r)) => txn.alarm(r).map(Response::Alarm),
                 Some(Op::MemberAttributes(m)) => txn.publish_member(m).map(|()| Response::Done),
+                Some(Op::FailureDomain(d)) => {
+                    txn.publish_failure_domain(d).map(|()| Response::Done)
+                }
                 Some(Op::AddJoinToken(t)) => txn.add_join_token(t).map(|()| Response::Done),
                 Some(Op::ConsumeJoinToken(t)) => txn.consume_join_token(t).map(|()| Response::Done),
                 None => Err(Error::InvalidArgument("empty command".into())),

@@ -12,13 +12,20 @@ use super::schema::{decode_i64, encode_i64};
 use super::Store;
 use crate::error::{Error, Result};
 use crate::proto::etcdserverpb::Member;
-use crate::proto::raftkinepb::{member_change::Kind, JoinToken, MemberChange};
+use crate::proto::raftkinepb::{member_change::Kind, FailureDomain, JoinToken, MemberChange};
 
 const MEMBER_PREFIX: &[u8] = b"mmember/";
 const TOKEN_PREFIX: &[u8] = b"mtoken/";
+const DOMAIN_PREFIX: &[u8] = b"mdomain/";
 
 fn member_key(id: u64) -> Vec<u8> {
     let mut k = MEMBER_PREFIX.to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn domain_key(id: u64) -> Vec<u8> {
+    let mut k = DOMAIN_PREFIX.to_vec();
     k.extend_from_slice(&id.to_be_bytes());
     k
 }
@@ -47,6 +54,31 @@ impl Store {
         }
     }
 
+    /// Quorum recovery only (`raftkine recover`, dqlite's `.reconfigure`), on a stopped member:
+    /// the member records become exactly `members`. Like installing a snapshot, this is the
+    /// one other writer of the table; every survivor gets the same records, so the replicas
+    /// stay identical.
+    pub fn recover_members(&self, members: &[Member]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for old in self.members()? {
+            batch.remove(member_key(old.id));
+        }
+        for m in members {
+            batch.insert(member_key(m.id), m.encode_to_vec());
+        }
+        self.table.apply_batch(batch)?;
+        self.flush()
+    }
+
+    /// A member's failure domain (0 when it published none).
+    pub fn failure_domain(&self, id: u64) -> Result<u64> {
+        Ok(self
+            .table
+            .get(domain_key(id))?
+            .and_then(|v| decode_i64(&v))
+            .map_or(0, |d| d as u64))
+    }
+
     /// Records a committed conf change at raft `index`.
     pub fn apply_member_change(&self, index: u64, change: &MemberChange) -> Result<()> {
         let mut batch = sled::Batch::default();
@@ -63,7 +95,10 @@ impl Store {
                 m.is_learner = kind == Kind::Demote;
                 batch.insert(member_key(m.id), m.encode_to_vec());
             }
-            Ok(Kind::Remove) => batch.remove(member_key(member.id)),
+            Ok(Kind::Remove) => {
+                batch.remove(member_key(member.id));
+                batch.remove(domain_key(member.id));
+            }
             Err(_) => return Err(Error::Corrupt("unknown member change".into())),
         }
         self.commit_batch(batch, index, None, None)
@@ -82,6 +117,15 @@ impl WriteTxn<'_> {
             None => return Ok(()),
         }
         self.batch.insert(member_key(m.id), record.encode_to_vec());
+        Ok(())
+    }
+
+    /// A member's failure domain (k8s-dqlite's `failure-domain` file); only members publish.
+    pub(crate) fn publish_failure_domain(&mut self, d: &FailureDomain) -> Result<()> {
+        if self.store.member(d.member_id)?.is_some() {
+            self.batch
+                .insert(domain_key(d.member_id), encode_i64(d.domain as i64));
+        }
         Ok(())
     }
 
