@@ -20,6 +20,7 @@ mod kv;
 mod lease;
 mod limits;
 mod maintenance;
+mod microk8s;
 mod peer_security;
 mod serving;
 mod support_tests;

@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod linearizability;
+pub mod microk8s;
 pub mod proxy;
 
 use std::net::TcpListener;
