@@ -129,13 +129,40 @@ fn microk8s_args_file_runs_verbatim_and_serves_on_kine_sock() {
     let (ok, out, _) = node.etcdctl(&["get", "/registry/pods/default/a", "--print-value-only"]);
     assert!(ok && out == "x\n");
     assert!(log_listens_on(&node, &node.address));
+
+    // update.yaml moves the node to a new address (what MicroK8s's cluster agent does to a
+    // first node still on 127.0.0.1 when another node joins).
+    node.stop();
+    let moved = format!("127.0.0.1:{}", crate::support::free_port());
+    std::fs::write(
+        node.backend().join("update.yaml"),
+        format!("Address: {moved}\n"),
+    )
+    .expect("update.yaml");
+    node.start();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while cluster_yaml(&node) != vec![(id, moved.clone(), 0)] {
+        assert!(
+            Instant::now() < deadline,
+            "cluster.yaml after update.yaml: {:?}",
+            cluster_yaml(&node)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        node.read_backend("update.yaml").is_none(),
+        "update.yaml left"
+    );
+    let info = node.read_backend("info.yaml").expect("info.yaml");
+    assert!(info.contains(&moved), "{info}");
+    let (ok, out, _) = node.etcdctl(&["get", "/registry/pods/default/a", "--print-value-only"]);
+    assert!(ok && out == "x\n");
 }
 
 fn log_listens_on(node: &Node, address: &str) -> bool {
-    node.log()
-        .lines()
-        .filter(|l| l.contains("peer traffic on"))
-        .all(|l| l.contains(address))
+    let log = node.log();
+    let mut listening = log.lines().filter(|l| l.contains("peer traffic on"));
+    listening.clone().count() >= 2 && listening.all(|l| l.contains(address))
 }
 
 #[test]
