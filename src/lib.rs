@@ -10,6 +10,7 @@
 //! - [`command`]: the commands raft carries.
 //! - [`error`]: error types and their etcd gRPC statuses, in one place.
 //! - [`config`], [`server`]: settings and listeners.
+//! - [`migrate`]: copying data in from etcd, kine or k8s-dqlite (and k8s-dqlite's migrator).
 //! - [`dqlite`]: the k8s-dqlite drop-in: its flags, storage-dir files and `dqlite` admin verbs.
 //! - [`proto`]: generated etcd wire types.
 
@@ -23,6 +24,7 @@ pub mod error;
 pub mod identity;
 pub mod lease;
 pub mod membership;
+pub mod migrate;
 pub mod node;
 pub mod peer;
 pub mod proto;

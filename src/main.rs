@@ -97,6 +97,31 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Copy every key (under --prefix) from a live etcd, kine or k8s-dqlite endpoint, or from a
+    /// k8s-dqlite migrator backup dir, into the raftkine at --endpoint; then check counts and
+    /// a checksum on both sides.
+    Migrate {
+        /// Source endpoint: http://H:P, https://H:P (with --cacert/--cert/--key) or unix://PATH.
+        #[arg(
+            long,
+            required_unless_present = "from_dir",
+            conflicts_with = "from_dir"
+        )]
+        from: Option<String>,
+        /// A k8s-dqlite migrator backup dir (N.key / N.data files) instead of an endpoint.
+        #[arg(long)]
+        from_dir: Option<std::path::PathBuf>,
+        /// Copy only keys starting with this prefix.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        #[command(flatten)]
+        tls: raftkine::migrate::endpoint::TlsFiles,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// k8s-dqlite's `migrator` (MicroK8s's dbctl and upgrade scripts run it):
+    /// `--endpoint E --mode backup|backup-dqlite|restore|restore-to-dqlite|… --db-dir DIR`.
+    Migrator(raftkine::migrate::backup_dir::MigratorArgs),
     /// Print raftkine's version and the etcd version it emulates by default.
     Version,
 }
@@ -120,6 +145,43 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Dqlite(args)) => run_dqlite(args),
+        Some(Command::Migrate {
+            from,
+            from_dir,
+            prefix,
+            tls,
+            target,
+        }) => run_tool(async move {
+            let report = match (from, from_dir) {
+                (Some(from), _) => {
+                    raftkine::migrate::copy::migrate(
+                        &from,
+                        &tls,
+                        &target.endpoint,
+                        prefix.as_bytes(),
+                    )
+                    .await?
+                }
+                (None, Some(dir)) => {
+                    raftkine::migrate::copy::import_dir(&dir, &target.endpoint).await?
+                }
+                (None, None) => {
+                    return Err(raftkine::error::Error::Config(
+                        "--from or --from-dir is required".into(),
+                    ))
+                }
+            };
+            println!(
+                "migrated {} keys (source revision {}); sha256 {} matches on both sides",
+                report.keys, report.source_revision, report.checksum
+            );
+            Ok(())
+        }),
+        Some(Command::Migrator(args)) => run_tool(async move {
+            let moved = raftkine::migrate::backup_dir::migrator(&args).await?;
+            println!("{}: {moved} entries", args.mode);
+            Ok(())
+        }),
         Some(Command::Recover {
             storage_dir,
             voters,
