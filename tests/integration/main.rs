@@ -21,6 +21,7 @@ mod lease;
 mod limits;
 mod maintenance;
 mod microk8s;
+mod microk8s_swap;
 mod migrate;
 mod peer_security;
 mod serving;

@@ -236,3 +236,69 @@ impl Drop for Node {
         self.kill();
     }
 }
+
+/// A stand-in for the node's service manager, for the swap scripts: `start`/`stop` run and
+/// kill the units' processes (k8s-dqlite is played by an etcd 3.4 listening on the node's
+/// `kine.sock:12379`; raftkine's unit is run from the unit file the script installed; kubelite
+/// does nothing), `mask` makes `start` fail as systemd does. Returns the script's path.
+pub fn fake_systemctl(root: &Path, node: &Node) -> PathBuf {
+    let state = root.join("systemd-state");
+    let units = root.join("units");
+    std::fs::create_dir_all(&state).expect("state dir");
+    let peer = free_port();
+    let script = root.join("bin/systemctl");
+    std::fs::create_dir_all(root.join("bin")).expect("bin dir");
+    let body = format!(
+        r#"#!/usr/bin/env bash
+# Fake systemctl for the swap-script tests.
+set -u
+STATE={state}
+UNITS={units}
+BACKEND={backend}
+cmd="$1"; unit="${{2:-}}"
+pidfile="$STATE/$unit.pid"
+running() {{ [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }}
+case "$cmd" in
+  daemon-reload|enable|disable) exit 0 ;;
+  mask) touch "$STATE/$unit.masked" ;;
+  unmask) rm -f "$STATE/$unit.masked" ;;
+  is-active) running ;;
+  stop)
+    if running; then
+      pid=$(cat "$pidfile"); kill -TERM "$pid"
+      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$pidfile" ;;
+  start)
+    if [ -f "$STATE/$unit.masked" ]; then echo "Failed to start $unit.service: Unit $unit.service is masked." >&2; exit 1; fi
+    running && exit 0
+    case "$unit" in
+      snap.microk8s.daemon-k8s-dqlite)
+        rm -f "$BACKEND/kine.sock:12379"
+        (cd "$BACKEND" && exec etcd --data-dir "$BACKEND/standin-etcd" \
+          --listen-client-urls unix://kine.sock:12379 --advertise-client-urls unix://kine.sock:12379 \
+          --listen-peer-urls http://127.0.0.1:{peer} --initial-advertise-peer-urls http://127.0.0.1:{peer} \
+          --initial-cluster default=http://127.0.0.1:{peer}) >>"$STATE/$unit.log" 2>&1 &
+        echo $! >"$pidfile" ;;
+      raftkine-microk8s)
+        file="$UNITS/$unit.service"
+        [ -f "$file" ] || {{ echo "Unit $unit.service not found." >&2; exit 5; }}
+        envs=$(sed -n 's/^Environment=//p' "$file")
+        exec_start=$(sed -n 's/^ExecStart=//p' "$file")
+        env $envs $exec_start >>"$STATE/$unit.log" 2>&1 &
+        echo $! >"$pidfile" ;;
+      *) touch "$STATE/$unit.started" ;;
+    esac ;;
+  *) echo "fake systemctl: $cmd?" >&2; exit 1 ;;
+esac
+"#,
+        state = state.display(),
+        units = units.display(),
+        backend = node.backend().display(),
+    );
+    std::fs::write(&script, body).expect("fake systemctl");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    script
+}
