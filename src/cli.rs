@@ -118,6 +118,7 @@ pub async fn status(endpoint: &str, json_out: bool) -> Result<()> {
             "matched_index": m.matched_index,
             "lag": m.lag,
             "reachable": m.reachable,
+            "failure_domain": m.failure_domain,
         })
     };
     let voters: Vec<_> = s
@@ -178,7 +179,7 @@ pub async fn status(endpoint: &str, json_out: bool) -> Result<()> {
         for m in list.iter() {
             let info = m.member.clone().unwrap_or_default();
             println!(
-                "  {:<16} {:x}  {}  matched {} lag {}{}{}",
+                "  {:<16} {:x}  {}  matched {} lag {}{}{}{}",
                 info.name,
                 info.id,
                 info.peer_ur_ls.first().map_or("", |u| u.as_str()),
@@ -186,6 +187,11 @@ pub async fn status(endpoint: &str, json_out: bool) -> Result<()> {
                 m.lag,
                 if m.is_leader { "  leader" } else { "" },
                 if m.reachable { "" } else { "  unreachable" },
+                if m.failure_domain != 0 {
+                    format!("  failure-domain {}", m.failure_domain)
+                } else {
+                    String::new()
+                },
             );
         }
     }

@@ -55,6 +55,15 @@ impl Node {
             Some(identity) => identity,
             None => Identity::bootstrap(store.db(), &config.storage_dir, &config.name)?,
         };
+        if !identity.joined {
+            store.bootstrap_member(&Member {
+                id: identity.member_id,
+                name: config.name.clone(),
+                peer_ur_ls: vec![config.peer_url()],
+                client_ur_ls: crate::api::cluster::client_urls_of(&config),
+                is_learner: false,
+            })?;
+        }
         let hub = Arc::new(WatchHub::new(store.revision(), WATCH_BUFFER));
         let lessor = Arc::new(Lessor::new());
         lessor.restore(&store.leases()?);

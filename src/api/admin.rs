@@ -71,6 +71,7 @@ impl Admin for AdminService {
                         0
                     },
                     reachable: progress.is_none_or(|p| p.recent_active),
+                    failure_domain: self.node.store.failure_domain(member.id).unwrap_or(0),
                     member: Some(member),
                 }
             })

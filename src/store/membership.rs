@@ -70,6 +70,18 @@ impl Store {
         self.flush()
     }
 
+    /// The first member of a new cluster, written before raft starts: the table's initial
+    /// state (as etcd writes its initial cluster from `--initial-cluster`). Joining members get
+    /// it with their first snapshot, like everything else.
+    pub fn bootstrap_member(&self, member: &Member) -> Result<()> {
+        if !self.members()?.is_empty() {
+            return Ok(());
+        }
+        self.table
+            .insert(member_key(member.id), member.encode_to_vec())?;
+        self.flush()
+    }
+
     /// A member's failure domain (0 when it published none).
     pub fn failure_domain(&self, id: u64) -> Result<u64> {
         Ok(self

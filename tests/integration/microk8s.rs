@@ -297,3 +297,89 @@ fn microk8s_three_nodes_join_by_init_yaml_and_dqlite_verbs_work() {
     wait_voters(&n1, &all[..1]);
     assert!(cluster_file.exists());
 }
+
+/// The roles (address → Role) in a node's cluster.yaml.
+fn roles(node: &Node) -> std::collections::BTreeMap<String, u64> {
+    cluster_yaml(node)
+        .into_iter()
+        .map(|(_, address, role)| (address, role))
+        .collect()
+}
+
+#[test]
+fn microk8s_failure_domains_decide_which_standby_replaces_a_dead_voter() {
+    if skip_on_etcd("microk8s_failure_domains_decide_which_standby_replaces_a_dead_voter") {
+        return;
+    }
+    let root = tempfile::tempdir().expect("tempdir");
+    let r = root.path();
+    // Voters in domains 1, 2, 3; standbys in domains 1 and 3.
+    let domains = [1, 2, 3, 1, 3];
+    let mut nodes: Vec<Node> = vec![];
+    for (i, domain) in domains.iter().enumerate() {
+        let node = Node::new(
+            r,
+            &format!("n{}", i + 1),
+            nodes.first(),
+            &["--voter-grace=3s"],
+        );
+        std::fs::write(node.backend().join("failure-domain"), format!("{domain}\n"))
+            .expect("failure-domain");
+        let seeds: Vec<String> = nodes.iter().map(|n| n.address.clone()).collect();
+        let seeds: Vec<&str> = seeds.iter().map(String::as_str).collect();
+        node.write_init(&seeds);
+        nodes.push(node);
+        let last = nodes.len() - 1;
+        nodes[last].start();
+        let want_voters: Vec<&str> = nodes.iter().take(3).map(|n| n.address.as_str()).collect();
+        wait_voters(&nodes[0], &want_voters);
+    }
+    // Every node listed: three voters, two standbys.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while roles(&nodes[0]).len() != 5 {
+        assert!(Instant::now() < deadline, "{:?}", roles(&nodes[0]));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(roles(&nodes[0])[&nodes[3].address], 1);
+    assert_eq!(roles(&nodes[0])[&nodes[4].address], 1);
+
+    // Every member's domain has replicated (raftkine status shows them).
+    let mut want_domains: Vec<u64> = domains.to_vec();
+    want_domains.sort();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = std::process::Command::new(crate::support::raftkine_bin())
+            .args([
+                "status",
+                "--format",
+                "json",
+                "--endpoint",
+                &nodes[0].etcd_server(),
+            ])
+            .output()
+            .expect("status");
+        let doc: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        let mut got: Vec<u64> = ["voters", "standbys"]
+            .iter()
+            .flat_map(|list| doc[list].as_array().cloned().unwrap_or_default())
+            .map(|m| m["failure_domain"].as_u64().unwrap_or(0))
+            .collect();
+        got.sort();
+        if got == want_domains {
+            break;
+        }
+        assert!(Instant::now() < deadline, "domains {got:?}: {doc}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The domain-3 voter dies: the domain-3 standby (n5) replaces it, not the domain-1 one.
+    nodes[2].kill();
+    let want = [
+        nodes[0].address.as_str(),
+        nodes[1].address.as_str(),
+        nodes[4].address.as_str(),
+    ];
+    wait_voters(&nodes[0], &want);
+    assert_eq!(roles(&nodes[0])[&nodes[3].address], 1, "n4 stays a standby");
+}
