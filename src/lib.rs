@@ -9,11 +9,13 @@
 //! - [`lease`]: the lessor: lease deadlines, keep-alives, expiry proposals.
 //! - [`command`]: the commands raft carries.
 //! - [`error`]: error types and their etcd gRPC statuses, in one place.
+//! - [`backup`]: etcd's snapshot format (bbolt + sha256): Maintenance.Snapshot, backup, restore.
 //! - [`config`], [`server`]: settings and listeners.
 //! - [`proto`]: generated etcd wire types.
 
 pub mod api;
 pub mod authority;
+pub mod backup;
 pub mod cli;
 pub mod command;
 pub mod config;
