@@ -1,4 +1,5 @@
-//! etcd's Maintenance service: status, hashes, alarms, defragment and snapshot streaming.
+//! etcd's Maintenance service: status, hashes, alarms, defragment and snapshot streaming (in
+//! etcd's own snapshot format, see `crate::backup`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -137,11 +138,13 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        // etcd's format (bbolt database + sha256), of the whole history at one applied index.
         let store = self.node.store.clone();
-        let blob = tokio::task::spawn_blocking(move || store.export_snapshot())
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??;
-        let header = self.header();
+        let (blob, revision) =
+            tokio::task::spawn_blocking(move || crate::backup::snapshot_file(&store))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))??;
+        let header = Some(self.node.header(revision));
         let version = self.node.config.emulated_etcd_version.clone();
         let total = blob.len();
         let chunks: Vec<Result<SnapshotResponse, Status>> = blob
