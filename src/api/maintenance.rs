@@ -147,19 +147,17 @@ impl Maintenance for MaintenanceService {
         let header = Some(self.node.header(revision));
         let version = self.node.config.emulated_etcd_version.clone();
         let total = blob.len();
-        let chunks: Vec<Result<SnapshotResponse, Status>> = blob
-            .chunks(SNAPSHOT_CHUNK)
-            .enumerate()
-            .map(|(i, chunk)| {
-                let sent = (i * SNAPSHOT_CHUNK + chunk.len()) as u64;
-                Ok(SnapshotResponse {
-                    header,
-                    remaining_bytes: total as u64 - sent,
-                    blob: chunk.to_vec(),
-                    version: version.clone(),
-                })
+        // Chunks are copied out one at a time as the client reads them.
+        let chunks = (0..total.div_ceil(SNAPSHOT_CHUNK)).map(move |i| {
+            let start = i * SNAPSHOT_CHUNK;
+            let end = (start + SNAPSHOT_CHUNK).min(total);
+            Ok(SnapshotResponse {
+                header,
+                remaining_bytes: (total - end) as u64,
+                blob: blob[start..end].to_vec(),
+                version: version.clone(),
             })
-            .collect();
+        });
         Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
 

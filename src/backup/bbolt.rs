@@ -17,6 +17,7 @@
 //! - bucket value: root page u64 and sequence u64; a root of 0 means the bucket's leaf page
 //!   follows inline.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use crate::error::{Error, Result};
@@ -393,7 +394,7 @@ struct Writer {
 }
 
 /// A leaf element about to be written: (flags, key, value).
-type LeafElement<'a> = (u32, &'a [u8], Vec<u8>);
+type LeafElement<'a> = (u32, &'a [u8], Cow<'a, [u8]>);
 
 /// Bytes of a node: header, elements, then keys and values.
 fn leaf_node(elements: &[LeafElement<'_>]) -> Vec<u8> {
@@ -502,8 +503,8 @@ impl Writer {
             }
             previous = Some(k);
             elements.push(match item {
-                Item::Value(v) => (0, k.as_slice(), v.clone()),
-                Item::Bucket(b) => (BUCKET_LEAF, k.as_slice(), self.bucket_value(b)?),
+                Item::Value(v) => (0, k.as_slice(), Cow::Borrowed(v.as_slice())),
+                Item::Bucket(b) => (BUCKET_LEAF, k.as_slice(), Cow::Owned(self.bucket_value(b)?)),
             });
         }
         Ok(elements)

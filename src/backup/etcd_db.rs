@@ -125,10 +125,11 @@ pub fn encode(h: &History) -> Result<Vec<u8>> {
                 key: kv.key.clone(),
                 ..Default::default()
             }
+            .encode_to_vec()
         } else {
-            kv.clone()
+            kv.encode_to_vec()
         };
-        keys.put(revision_key(*rev, tombstone), value.encode_to_vec());
+        keys.put(revision_key(*rev, tombstone), value);
     }
 
     let mut meta = Bucket::new();
