@@ -346,6 +346,30 @@ mod tests {
     }
 
     #[test]
+    fn a_scheduled_compaction_is_finished_on_decode() {
+        // etcd compacts in the background: a snapshot may hold the rows of a compaction it
+        // scheduled but did not finish. etcd finishes it when it starts; so does decode.
+        let history = History {
+            revision: 4,
+            compact_revision: -1,
+            rows: vec![
+                (Rev::new(2, 0), kv("a", "1", 2, 2, 1)),
+                (Rev::new(3, 0), kv("a", "2", 2, 3, 2)),
+                (Rev::new(4, 0), kv("b", "1", 4, 4, 1)),
+            ],
+            ..Default::default()
+        };
+        let mut root = bbolt::read(&encode(&history).expect("encode")).expect("bbolt");
+        let mut meta = root.bucket(META).expect("meta").clone();
+        meta.put(SCHEDULED_COMPACT, revision_key(Rev::new(3, 0), false));
+        root.put_bucket(META, meta);
+        let decoded = decode(&bbolt::write(&root).expect("write")).expect("decode");
+        assert_eq!(decoded.history.compact_revision, 3);
+        assert_eq!(decoded.history.rows, history.rows[1..].to_vec());
+        assert_eq!(decoded.history.revision, 4);
+    }
+
+    #[test]
     fn tombstones_are_stored_as_etcd_stores_them() {
         let history = History {
             revision: 2,

@@ -66,6 +66,7 @@ pub fn restore(path: &Path, options: &RestoreOptions) -> Result<Restored> {
         .map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
     let db = file::open(&bytes, options.skip_hash_check)?;
     let decoded = etcd_db::decode(db)?;
+    drop(bytes);
     let mut history = decoded.history;
     // A new cluster: the old members and their alarms do not carry over.
     history.members.clear();

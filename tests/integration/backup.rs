@@ -62,7 +62,8 @@ struct Made {
 }
 
 /// Puts, updates, deletes (single and range), a txn writing several keys in one revision, a
-/// lease with two keys, a value larger than a page, a physical compaction, then more writes.
+/// lease with two keys, a value larger than a page, 300 more rows (so the `key` bucket spans
+/// branch and leaf pages), a physical compaction, then more writes.
 async fn workload(c: &mut Client) -> Made {
     for i in 0..20 {
         c.put(format!("k/{i:02}"), format!("v{i}"), None)
@@ -92,6 +93,15 @@ async fn workload(c: &mut Client) -> Made {
     .await
     .expect("txn");
     c.put("big", vec![7u8; 20_000], None).await.expect("big");
+    // Enough rows for many leaf pages under a branch page.
+    for t in 0..3 {
+        let puts = (0..100)
+            .map(|i| TxnOp::put(format!("many/{t}/{i:03}"), vec![b'm'; 100], None))
+            .collect::<Vec<_>>();
+        c.txn(Txn::new().and_then(puts))
+            .await
+            .expect("txn of 100 puts");
+    }
     let compacted_at = revision(c).await - 3;
     c.compact(compacted_at, Some(CompactionOptions::new().with_physical()))
         .await
