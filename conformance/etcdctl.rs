@@ -549,8 +549,8 @@ fn header_revision(json: &str) -> i64 {
     digits.parse().unwrap()
 }
 
-/// `snapshot save` must succeed on both; etcd's file must pass `snapshot status`. What
-/// raftkine's snapshot looks like to `snapshot status` is printed, not asserted (format open).
+/// `snapshot save` must succeed on both, and both files must pass `snapshot status` with the
+/// same revision (both are etcd's format: a bbolt database and its sha256).
 #[tokio::test]
 async fn etcdctl_snapshot() {
     let mut c = CtlPair::start("etcdctl_snapshot").await;
@@ -575,9 +575,18 @@ async fn etcdctl_snapshot() {
         statuses[0].2.status, 0,
         "etcd's own snapshot unreadable: {statuses:?}"
     );
-    for (name, save, _) in &statuses {
+    for (name, save, status) in &statuses {
         assert_eq!(save.status, 0, "snapshot save failed on {name}: {save:?}");
+        assert_eq!(
+            status.status, 0,
+            "snapshot status failed on {name}: {status:?}"
+        );
     }
+    assert_eq!(
+        header_revision(&statuses[0].2.stdout),
+        header_revision(&statuses[1].2.stdout),
+        "snapshot revisions differ: {statuses:?}"
+    );
     c.finish();
 }
 

@@ -1,5 +1,8 @@
 //! The operator commands of the `raftkine` binary that talk to a running member: `add-node`,
-//! `status`, `remove-node`, `leave`. (`serve` and `join` run a member; see main.rs.)
+//! `status`, `remove-node`, `leave`; [`backup`] has `backup` and `restore`. (`serve` and `join`
+//! run a member; see main.rs.)
+
+pub mod backup;
 
 use std::time::Duration;
 

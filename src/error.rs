@@ -64,6 +64,16 @@ pub enum Error {
     /// A peer or the cluster could not be reached (retryable).
     #[error("{0}")]
     Unavailable(String),
+    /// A snapshot file that is not a well-formed etcd (bbolt) database.
+    #[error("snapshot: {0}")]
+    BadSnapshot(String),
+    /// A snapshot file without the SHA-256 trailer `etcdctl snapshot save` leaves.
+    #[error("snapshot has no sha256 trailer (a bare database file? --skip-hash-check accepts it)")]
+    MissingChecksum,
+    #[error("snapshot checksum mismatch: the trailer says sha256 {expected}, the data hashes to {actual} (damaged or truncated file)")]
+    ChecksumMismatch { expected: String, actual: String },
+    #[error("storage dir {} is not empty: restore makes a new data dir (remove it or choose another)", .0.display())]
+    StorageDirNotEmpty(std::path::PathBuf),
 }
 
 /// Result with raftkine's error.
@@ -82,6 +92,8 @@ impl Error {
             LeaseExists | NotLeader | AuthNotEnabled | NotCapable => Code::FailedPrecondition,
             NoLeader | Timeout | TimeoutLeaderFail | Stopped | Unavailable(_) => Code::Unavailable,
             Storage(_) | Corrupt(_) | Raft(_) | Io(_) | Config(_) => Code::Internal,
+            BadSnapshot(_) | MissingChecksum | ChecksumMismatch { .. } => Code::DataLoss,
+            StorageDirNotEmpty(_) => Code::FailedPrecondition,
         }
     }
 }

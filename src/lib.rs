@@ -9,6 +9,7 @@
 //! - [`lease`]: the lessor: lease deadlines, keep-alives, expiry proposals.
 //! - [`command`]: the commands raft carries.
 //! - [`error`]: error types and their etcd gRPC statuses, in one place.
+//! - [`backup`]: etcd's snapshot format (bbolt + sha256): Maintenance.Snapshot, backup, restore.
 //! - [`config`], [`server`]: settings and listeners.
 //! - [`migrate`]: copying data in from etcd, kine or k8s-dqlite (and k8s-dqlite's migrator).
 //! - [`dqlite`]: the k8s-dqlite drop-in: its flags, storage-dir files and `dqlite` admin verbs.
@@ -16,6 +17,7 @@
 
 pub mod api;
 pub mod authority;
+pub mod backup;
 pub mod cli;
 pub mod command;
 pub mod config;

@@ -1,6 +1,7 @@
 //! The raftkine command line: `serve` (the default) runs a member, `join` joins a cluster and
 //! runs a member, and the operator commands talk to a running member.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use raftkine::backup::restore::RestoreOptions;
 use raftkine::config::ServeConfig;
 use raftkine::error::Result;
 use raftkine::node::Node;
@@ -122,6 +124,28 @@ enum Command {
     /// k8s-dqlite's `migrator` (MicroK8s's dbctl and upgrade scripts run it):
     /// `--endpoint E --mode backup|backup-dqlite|restore|restore-to-dqlite|… --db-dir DIR`.
     Migrator(raftkine::migrate::backup_dir::MigratorArgs),
+    /// Save a member's snapshot (etcd's format: bbolt database + sha256) to FILE.
+    Backup {
+        /// Where to write the snapshot (atomically).
+        file: PathBuf,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Make the data dir of a new single-member cluster from a snapshot file saved by
+    /// `raftkine backup` or `etcdctl snapshot save`.
+    Restore {
+        /// The snapshot file.
+        file: PathBuf,
+        /// The data dir to create (must be missing or empty).
+        #[arg(long, env = "RAFTKINE_STORAGE_DIR", default_value = "./raftkine-data")]
+        storage_dir: PathBuf,
+        /// Name of the new member (its peer certificate's name).
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// Accept a file without its sha256 trailer, or with a wrong one.
+        #[arg(long)]
+        skip_hash_check: bool,
+    },
     /// Print raftkine's version and the etcd version it emulates by default.
     Version,
 }
@@ -216,6 +240,22 @@ fn main() -> ExitCode {
             run_tool(raftkine::cli::remove_node(&target.endpoint, &node))
         }
         Some(Command::Leave { target }) => run_tool(raftkine::cli::leave(&target.endpoint)),
+        Some(Command::Backup { file, target }) => {
+            run_tool(raftkine::cli::backup::backup(&target.endpoint, &file))
+        }
+        Some(Command::Restore {
+            file,
+            storage_dir,
+            name,
+            skip_hash_check,
+        }) => {
+            let options = RestoreOptions {
+                storage_dir,
+                name,
+                skip_hash_check,
+            };
+            run_tool(async move { raftkine::cli::backup::restore(&file, &options) })
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! etcd's Maintenance service: status, hashes, alarms, defragment and snapshot streaming.
+//! etcd's Maintenance service: status, hashes, alarms, defragment and snapshot streaming (in
+//! etcd's own snapshot format, see `crate::backup`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -137,26 +138,26 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        // etcd's format (bbolt database + sha256), of the whole history at one applied index.
         let store = self.node.store.clone();
-        let blob = tokio::task::spawn_blocking(move || store.export_snapshot())
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??;
-        let header = self.header();
+        let (blob, revision) =
+            tokio::task::spawn_blocking(move || crate::backup::snapshot_file(&store))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))??;
+        let header = Some(self.node.header(revision));
         let version = self.node.config.emulated_etcd_version.clone();
         let total = blob.len();
-        let chunks: Vec<Result<SnapshotResponse, Status>> = blob
-            .chunks(SNAPSHOT_CHUNK)
-            .enumerate()
-            .map(|(i, chunk)| {
-                let sent = (i * SNAPSHOT_CHUNK + chunk.len()) as u64;
-                Ok(SnapshotResponse {
-                    header,
-                    remaining_bytes: total as u64 - sent,
-                    blob: chunk.to_vec(),
-                    version: version.clone(),
-                })
+        // Chunks are copied out one at a time as the client reads them.
+        let chunks = (0..total.div_ceil(SNAPSHOT_CHUNK)).map(move |i| {
+            let start = i * SNAPSHOT_CHUNK;
+            let end = (start + SNAPSHOT_CHUNK).min(total);
+            Ok(SnapshotResponse {
+                header,
+                remaining_bytes: (total - end) as u64,
+                blob: blob[start..end].to_vec(),
+                version: version.clone(),
             })
-            .collect();
+        });
         Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
 

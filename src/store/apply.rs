@@ -162,6 +162,7 @@ impl Store {
             batch.insert(META_REVISION, &encode_i64(rev));
         }
         batch.insert(META_APPLIED, &encode_i64(index as i64));
+        let _locks = self.lock_commit(compact.is_some());
         let guard = WriteGuard::begin(self);
         self.table.apply_batch(batch)?;
         if let Some(rev) = revision {

@@ -5,8 +5,11 @@
 //! - [`read`]: ranges at any revision, and how a range request shapes its answer.
 //! - [`compact`]: removal of history superseded before a compaction revision.
 //! - [`history`]: reading applied events back in order (watch catch-up), hashes.
+//! - [`backup`]: the whole history at one consistent point, and back into table entries.
+//! - [`snapshot`]: raftkine's own snapshot blob (raft snapshots), and installing one.
 
 pub mod apply;
+pub mod backup;
 pub mod compact;
 pub mod history;
 pub mod membership;
@@ -16,6 +19,7 @@ pub mod snapshot;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{RwLock, RwLockWriteGuard};
 
 use prost::Message;
 
@@ -36,6 +40,12 @@ pub struct Store {
     /// Seqlock around batches: odd while a batch is being applied. Readers of the live table
     /// check it did not move while they read, so a current read never sees half a transaction.
     write_seq: AtomicU64,
+    /// Held (written) by every commit, briefly; [`Store::history`] reads the meta values and
+    /// leases under it so they are those of one applied command.
+    commit_lock: RwLock<()>,
+    /// Held (written) by commits that delete rows at or below the current revision (compaction,
+    /// snapshot installs); [`Store::history`] holds it while it reads rows.
+    history_pin: RwLock<()>,
 }
 
 impl Store {
@@ -67,6 +77,8 @@ impl Store {
             compact_revision: AtomicI64::new(-1),
             applied_index: AtomicU64::new(0),
             write_seq: AtomicU64::new(0),
+            commit_lock: RwLock::new(()),
+            history_pin: RwLock::new(()),
         };
         store.reload_meta()?;
         Ok(store)
@@ -155,6 +167,18 @@ impl Store {
 
     fn decode_row(bytes: &[u8]) -> Result<KeyValue> {
         Ok(KeyValue::decode(bytes)?)
+    }
+
+    /// Locks for a commit: the history pin first (when the commit deletes history), then the
+    /// commit lock (see [`Store::history`] for the readers' side).
+    fn lock_commit(
+        &self,
+        deletes_history: bool,
+    ) -> (Option<RwLockWriteGuard<'_, ()>>, RwLockWriteGuard<'_, ()>) {
+        let pin =
+            deletes_history.then(|| self.history_pin.write().unwrap_or_else(|p| p.into_inner()));
+        let commit = self.commit_lock.write().unwrap_or_else(|p| p.into_inner());
+        (pin, commit)
     }
 
     fn begin_write(&self) {

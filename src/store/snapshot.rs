@@ -1,10 +1,9 @@
-//! Serialising the revision table (Maintenance.Snapshot, and raft snapshots for lagging members).
+//! Serialising the revision table for raft snapshots (lagging members), and installing one.
 //!
 //! Format (raftkine's own, version 1): the magic line `raftkine-snapshot-v1\n`, the payload
 //! length (u64), the payload — every entry of the table as `u32 key length, key, u32 value
 //! length, value` (big-endian) — zero padding to a multiple of 512 bytes, then the SHA-256 of
-//! everything before it. The padding and trailer are the envelope `etcdctl snapshot save`
-//! checks; etcd's bbolt page format itself is not produced yet.
+//! everything before it. Maintenance.Snapshot streams etcd's own format instead (`crate::backup`).
 
 use sha2::{Digest, Sha256};
 
@@ -18,22 +17,31 @@ const PAGE: usize = 512;
 impl Store {
     /// The whole table as a snapshot blob.
     pub fn export_snapshot(&self) -> Result<Vec<u8>> {
-        let mut payload = vec![];
-        for item in self.table.iter() {
-            let (k, v) = item?;
-            payload.extend_from_slice(&(k.len() as u32).to_be_bytes());
-            payload.extend_from_slice(&k);
-            payload.extend_from_slice(&(v.len() as u32).to_be_bytes());
-            payload.extend_from_slice(&v);
-        }
-        let mut out = SNAPSHOT_MAGIC.to_vec();
-        out.extend_from_slice(&(payload.len() as u64).to_be_bytes());
-        out.extend_from_slice(&payload);
-        out.resize(out.len().div_ceil(PAGE) * PAGE, 0);
-        let digest = Sha256::digest(&out);
-        out.extend_from_slice(&digest);
-        Ok(out)
+        let entries = self
+            .table
+            .iter()
+            .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(encode_snapshot(entries))
     }
+}
+
+/// A snapshot blob holding `entries` (table keys and values, in any order).
+pub fn encode_snapshot(entries: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> Vec<u8> {
+    let mut payload = vec![];
+    for (k, v) in entries {
+        payload.extend_from_slice(&(k.len() as u32).to_be_bytes());
+        payload.extend_from_slice(&k);
+        payload.extend_from_slice(&(v.len() as u32).to_be_bytes());
+        payload.extend_from_slice(&v);
+    }
+    let mut out = SNAPSHOT_MAGIC.to_vec();
+    out.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+    out.extend_from_slice(&payload);
+    out.resize(out.len().div_ceil(PAGE) * PAGE, 0);
+    let digest = Sha256::digest(&out);
+    out.extend_from_slice(&digest);
+    out
 }
 
 impl Store {
@@ -46,6 +54,7 @@ impl Store {
 
     /// Empties the table (a member whose snapshot install was interrupted starts over).
     pub fn clear(&self) -> Result<()> {
+        let _locks = self.lock_commit(true);
         self.begin_write();
         let cleared = self.table.clear();
         let reloaded = self.reload_meta();
@@ -58,6 +67,7 @@ impl Store {
     /// Replaces the whole table by a snapshot taken on another member at raft `index`.
     pub fn install_snapshot(&self, blob: &[u8], index: u64) -> Result<()> {
         let entries = parse_snapshot(blob)?;
+        let _locks = self.lock_commit(true);
         self.begin_write();
         let result = (|| -> Result<()> {
             self.table.clear()?;

@@ -10,6 +10,7 @@ mod support;
 
 mod common;
 
+mod backup;
 mod cluster;
 mod cluster_ha;
 mod cluster_history;

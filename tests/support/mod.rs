@@ -93,6 +93,22 @@ impl Server {
         s
     }
 
+    /// Starts a server of `kind` on an existing data dir (one made by a restore) that lives in
+    /// `tmp`, which is removed with the server.
+    pub fn on_data_dir(kind: Kind, data_dir: PathBuf, tmp: tempfile::TempDir) -> Server {
+        let mut s = Server {
+            kind,
+            endpoint: String::new(),
+            port: free_port(),
+            data_dir,
+            child: None,
+            _tmp: Some(tmp),
+            extra_args: vec![],
+        };
+        s.start();
+        s
+    }
+
     /// Starts the server named by RAFTKINE_TEST_TARGET (`etcd` runs a suite against the oracle,
     /// to check the suite itself); raftkine by default.
     pub fn under_test() -> Server {
