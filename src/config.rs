@@ -101,6 +101,16 @@ pub struct ServeConfig {
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub watch_progress_notify_interval: Duration,
 
+    /// Automatic compaction mode (etcd's): periodic or revision.
+    #[arg(long, default_value = "periodic")]
+    pub auto_compaction_mode: String,
+
+    /// Automatic compaction retention: periodic mode a duration (1h, 30m) or a number of
+    /// hours; revision mode a number of revisions. 0 (the default) turns it off
+    /// (kube-apiserver compacts by itself).
+    #[arg(long, default_value = "0")]
+    pub auto_compaction_retention: String,
+
     /// Log level: error, warn, info, debug, trace (or a tracing filter).
     #[arg(long, default_value = "info", env = "RAFTKINE_LOG")]
     pub log_level: String,

@@ -8,6 +8,7 @@
 //! - [`watch`]: the hub that pushes applied events to watch streams.
 //! - [`lease`]: the lessor: lease deadlines, keep-alives, expiry proposals.
 //! - [`command`]: the commands raft carries.
+//! - [`compactor`]: optional automatic compaction (etcd's `--auto-compaction-*`).
 //! - [`error`]: error types and their etcd gRPC statuses, in one place.
 //! - [`backup`]: etcd's snapshot format (bbolt + sha256): Maintenance.Snapshot, backup, restore.
 //! - [`config`], [`server`]: settings and listeners.
@@ -20,6 +21,7 @@ pub mod authority;
 pub mod backup;
 pub mod cli;
 pub mod command;
+pub mod compactor;
 pub mod config;
 pub mod dqlite;
 pub mod error;

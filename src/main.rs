@@ -311,6 +311,10 @@ fn run_member(config: ServeConfig, join: Option<String>) -> ExitCode {
 }
 
 async fn serve(mut config: ServeConfig, join: Option<String>) -> Result<()> {
+    let compaction = raftkine::compactor::Policy::parse(
+        &config.auto_compaction_mode,
+        &config.auto_compaction_retention,
+    )?;
     let prepared = raftkine::dqlite::layout::prepare(&mut config)?;
     let store = Arc::new(Store::open(&config.storage_dir)?);
     let known = raftkine::identity::Identity::load(store.db(), &config.storage_dir)?.is_some();
@@ -331,6 +335,7 @@ async fn serve(mut config: ServeConfig, join: Option<String>) -> Result<()> {
     let node = Node::start_with(config, store)?;
     raftkine::dqlite::layout::finish(&node.config, &prepared)?;
     raftkine::dqlite::layout::spawn_state_files(&node);
+    raftkine::compactor::spawn(&node, compaction);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;

@@ -10,6 +10,7 @@ mod support;
 
 mod common;
 
+mod auto_compaction;
 mod backup;
 mod cluster;
 mod cluster_ha;
