@@ -11,16 +11,22 @@
 //! - [`error`]: error types and their etcd gRPC statuses, in one place.
 //! - [`config`], [`server`]: settings and listeners.
 //! - [`proto`]: generated etcd wire types.
+//! - [`metrics`], [`grpc_metrics`], [`http`]: Prometheus metrics, the gRPC counters layer, and
+//!   the metrics/health listener; [`disk_guard`]: the low-disk-space watch.
 
 pub mod api;
 pub mod authority;
 pub mod cli;
 pub mod command;
 pub mod config;
+pub mod disk_guard;
 pub mod error;
+pub mod grpc_metrics;
+pub mod http;
 pub mod identity;
 pub mod lease;
 pub mod membership;
+pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod proto;

@@ -78,8 +78,27 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// List or disarm alarms (NOSPACE), as `etcdctl alarm list|disarm`.
+    Alarm {
+        #[command(subcommand)]
+        action: AlarmCommand,
+    },
     /// Print raftkine's version and the etcd version it emulates by default.
     Version,
+}
+
+#[derive(Subcommand, Debug)]
+enum AlarmCommand {
+    /// Print the raised alarms.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Deactivate every raised alarm (a cause still present raises its alarm again).
+    Disarm {
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 fn main() -> ExitCode {
@@ -105,6 +124,12 @@ fn main() -> ExitCode {
             run_tool(raftkine::cli::remove_node(&target.endpoint, &node))
         }
         Some(Command::Leave { target }) => run_tool(raftkine::cli::leave(&target.endpoint)),
+        Some(Command::Alarm { action }) => match action {
+            AlarmCommand::List { target } => run_tool(raftkine::cli::alarm_list(&target.endpoint)),
+            AlarmCommand::Disarm { target } => {
+                run_tool(raftkine::cli::alarm_disarm(&target.endpoint))
+            }
+        },
     }
 }
 
@@ -156,9 +181,12 @@ async fn serve(config: ServeConfig, join: Option<String>) -> Result<()> {
     }
     let node = Node::start_with(config, store)?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let member = node.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down");
+        tokio::select! {
+            _ = wait_for_signal() => tracing::info!("shutting down"),
+            reason = member.stop_requested() => tracing::error!("shutting down: {reason}"),
+        }
         let _ = stop.send(true);
     });
     let served = raftkine::server::serve(node.clone(), stopped).await;
