@@ -1,6 +1,6 @@
 //! The operator commands of the `raftkine` binary that talk to a running member: `add-node`,
-//! `status`, `remove-node`, `leave`; [`backup`] has `backup` and `restore`. (`serve` and `join`
-//! run a member; see main.rs.)
+//! `status`, `remove-node`, `leave`, `alarm list|disarm`; [`backup`] has `backup` and
+//! `restore`. (`serve` and `join` run a member; see main.rs.)
 
 pub mod backup;
 
@@ -11,7 +11,10 @@ use serde_json::json;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::error::{Error, Result};
-use crate::proto::etcdserverpb::{maintenance_client::MaintenanceClient, StatusRequest};
+use crate::proto::etcdserverpb::{
+    alarm_request::AlarmAction, maintenance_client::MaintenanceClient, AlarmMember, AlarmRequest,
+    AlarmType, StatusRequest,
+};
 use crate::proto::raftkinepb::{
     admin_client::AdminClient, AddNodeRequest, ClusterStatusRequest, ClusterStatusResponse,
     RemoveNodeRequest,
@@ -147,6 +150,7 @@ pub async fn status(endpoint: &str, json_out: bool) -> Result<()> {
             "target_voters": s.target_voters,
             "db_size": s.db_size,
             "alarms": s.alarms,
+            "leader_changes": s.leader_changes,
             "voters": voters.iter().map(|m| member(m)).collect::<Vec<_>>(),
             "standbys": standbys.iter().map(|m| member(m)).collect::<Vec<_>>(),
         });
@@ -171,9 +175,15 @@ pub async fn status(endpoint: &str, json_out: bool) -> Result<()> {
         "revision {}, commit index {}, db size {} bytes",
         s.revision, s.commit_index, s.db_size
     );
-    if !s.alarms.is_empty() {
-        println!("alarms: {}", s.alarms.join(", "));
-    }
+    println!(
+        "alarms: {}",
+        if s.alarms.is_empty() {
+            "none".to_string()
+        } else {
+            s.alarms.join(", ")
+        }
+    );
+    println!("leader changes seen: {}", s.leader_changes);
     for (title, list) in [("voters", &voters), ("standbys", &standbys)] {
         println!("{title}:");
         if list.is_empty() {
@@ -233,4 +243,56 @@ pub async fn leave(endpoint: &str) -> Result<()> {
         ));
     }
     remove_node(endpoint, &format!("{me:x}")).await
+}
+
+async fn alarms(
+    channel: Channel,
+    action: AlarmAction,
+    alarm: AlarmMember,
+) -> Result<Vec<AlarmMember>> {
+    Ok(MaintenanceClient::new(channel)
+        .alarm(AlarmRequest {
+            action: action as i32,
+            member_id: alarm.member_id,
+            alarm: alarm.alarm,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .alarms)
+}
+
+fn print_alarm(alarm: &AlarmMember) {
+    println!(
+        "{}",
+        crate::api::maintenance::alarm_text(alarm.member_id, alarm.alarm)
+    );
+}
+
+/// `raftkine alarm list`: the raised alarms, one per line as etcdctl prints them.
+pub async fn alarm_list(endpoint: &str) -> Result<()> {
+    let any = AlarmMember {
+        member_id: 0,
+        alarm: AlarmType::None as i32,
+    };
+    for alarm in alarms(connect(endpoint).await?, AlarmAction::Get, any).await? {
+        print_alarm(&alarm);
+    }
+    Ok(())
+}
+
+/// `raftkine alarm disarm`: deactivates every raised alarm (as `etcdctl alarm disarm`) and prints
+/// those it disarmed. A cause still present (low disk space) raises its alarm again.
+pub async fn alarm_disarm(endpoint: &str) -> Result<()> {
+    let channel = connect(endpoint).await?;
+    let any = AlarmMember {
+        member_id: 0,
+        alarm: AlarmType::None as i32,
+    };
+    for alarm in alarms(channel.clone(), AlarmAction::Get, any).await? {
+        for disarmed in alarms(channel.clone(), AlarmAction::Deactivate, alarm).await? {
+            print_alarm(&disarmed);
+        }
+    }
+    Ok(())
 }

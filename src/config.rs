@@ -69,6 +69,44 @@ pub struct ServeConfig {
     #[arg(long, default_value_t = 2 * 1024 * 1024 * 1024)]
     pub quota_backend_bytes: u64,
 
+    // Monitoring and the disk guard (k8s-dqlite's flags; etcd's --listen-metrics-urls).
+    /// Serve Prometheus metrics and /health on --metrics-listen (k8s-dqlite's --metrics;
+    /// `--metrics=false` turns it off again).
+    #[arg(
+        long,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value_t = false,
+        action = clap::ArgAction::Set
+    )]
+    pub metrics: bool,
+
+    /// Metrics listener: HOST:PORT or http://HOST:PORT (default 127.0.0.1:9042 with
+    /// --metrics). Giving it turns metrics on. Repeat or comma-separate for several.
+    #[arg(long, alias = "listen-metrics-urls", value_delimiter = ',')]
+    pub metrics_listen: Vec<String>,
+
+    /// How often the free space of the storage dir's filesystem is checked (0 disables).
+    #[arg(long, default_value = "5s", value_parser = parse_duration_or_zero)]
+    pub watch_storage_available_size_interval: Duration,
+
+    /// Below this many free bytes the NOSPACE alarm is raised (writes refused) and
+    /// --low-available-storage-action is taken.
+    #[arg(long, default_value_t = 10 * 1024 * 1024)]
+    pub watch_storage_available_size_min_bytes: u64,
+
+    /// What else to do when storage runs low: none, handover (a leader hands leadership to
+    /// another voter) or terminate (the member shuts down).
+    #[arg(long, value_enum, default_value_t = LowStorageAction::None)]
+    pub low_available_storage_action: LowStorageAction,
+
+    /// Tests only: a file holding the free bytes the disk guard sees instead of statvfs (a
+    /// relative path is taken inside the storage dir, so each member of a test cluster has its
+    /// own). Read at each check; missing or unreadable means statvfs.
+    #[arg(long, hide = true, env = "RAFTKINE_TEST_AVAILABLE_BYTES_FILE")]
+    pub test_available_bytes_file: Option<PathBuf>,
+
     /// etcd version reported by Maintenance.Status (kube-apiserver enables features from it).
     #[arg(long, default_value = "3.5.13")]
     pub emulated_etcd_version: String,
@@ -135,6 +173,43 @@ impl ServeConfig {
     }
 }
 
+/// The metrics listener when none is given (k8s-dqlite's default).
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9042";
+
+/// What the disk guard does besides raising the NOSPACE alarm (k8s-dqlite's choices).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LowStorageAction {
+    /// Only the alarm.
+    None,
+    /// A leader hands leadership to another voter.
+    Handover,
+    /// The member shuts down (cleanly; the exit status is 0, so that a service manager
+    /// restarting on failure leaves it stopped).
+    Terminate,
+}
+
+impl ServeConfig {
+    /// Where to serve metrics: the --metrics-listen addresses, or the default one with
+    /// --metrics, or none.
+    pub fn metrics_addresses(&self) -> Vec<String> {
+        if !self.metrics_listen.is_empty() {
+            self.metrics_listen.clone()
+        } else if self.metrics {
+            vec![DEFAULT_METRICS_LISTEN.to_string()]
+        } else {
+            vec![]
+        }
+    }
+}
+
+/// A duration as humantime takes it ("5s", "1m 30s"), or a bare "0" (disabled).
+fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
+}
+
 fn parse_voters(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n @ (1 | 3 | 5 | 7)) => Ok(n),
@@ -164,5 +239,19 @@ impl ServeConfig {
         } else {
             self.log_level.clone()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_interval_takes_go_style_durations_and_zero() {
+        assert_eq!(parse_duration_or_zero("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration_or_zero("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration_or_zero("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration_or_zero("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration_or_zero("soon").is_err());
     }
 }

@@ -61,6 +61,8 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Config(String),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
     /// A peer or the cluster could not be reached (retryable).
     #[error("{0}")]
     Unavailable(String),
@@ -91,7 +93,7 @@ impl Error {
             LeaseNotFound | MemberNotFound => Code::NotFound,
             LeaseExists | NotLeader | AuthNotEnabled | NotCapable => Code::FailedPrecondition,
             NoLeader | Timeout | TimeoutLeaderFail | Stopped | Unavailable(_) => Code::Unavailable,
-            Storage(_) | Corrupt(_) | Raft(_) | Io(_) | Config(_) => Code::Internal,
+            Storage(_) | Corrupt(_) | Raft(_) | Io(_) | Config(_) | Metrics(_) => Code::Internal,
             BadSnapshot(_) | MissingChecksum | ChecksumMismatch { .. } => Code::DataLoss,
             StorageDirNotEmpty(_) => Code::FailedPrecondition,
         }

@@ -15,6 +15,8 @@
 //! - [`migrate`]: copying data in from etcd, kine or k8s-dqlite (and k8s-dqlite's migrator).
 //! - [`dqlite`]: the k8s-dqlite drop-in: its flags, storage-dir files and `dqlite` admin verbs.
 //! - [`proto`]: generated etcd wire types.
+//! - [`metrics`], [`grpc_metrics`], [`http`]: Prometheus metrics, the gRPC counters layer, and
+//!   the metrics/health listener; [`disk_guard`]: the low-disk-space watch.
 
 pub mod api;
 pub mod authority;
@@ -23,11 +25,15 @@ pub mod cli;
 pub mod command;
 pub mod compactor;
 pub mod config;
+pub mod disk_guard;
 pub mod dqlite;
 pub mod error;
+pub mod grpc_metrics;
+pub mod http;
 pub mod identity;
 pub mod lease;
 pub mod membership;
+pub mod metrics;
 pub mod migrate;
 pub mod node;
 pub mod peer;

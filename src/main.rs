@@ -146,6 +146,11 @@ enum Command {
         #[arg(long)]
         skip_hash_check: bool,
     },
+    /// List or disarm alarms (NOSPACE), as `etcdctl alarm list|disarm`.
+    Alarm {
+        #[command(subcommand)]
+        action: AlarmCommand,
+    },
     /// Print raftkine's version and the etcd version it emulates by default.
     Version,
 }
@@ -156,6 +161,20 @@ enum Command {
 struct DqliteCli {
     #[command(flatten)]
     args: raftkine::dqlite::shell::ShellArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum AlarmCommand {
+    /// Print the raised alarms.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Deactivate every raised alarm (a cause still present raises its alarm again).
+    Disarm {
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 fn main() -> ExitCode {
@@ -256,6 +275,12 @@ fn main() -> ExitCode {
             };
             run_tool(async move { raftkine::cli::backup::restore(&file, &options) })
         }
+        Some(Command::Alarm { action }) => match action {
+            AlarmCommand::List { target } => run_tool(raftkine::cli::alarm_list(&target.endpoint)),
+            AlarmCommand::Disarm { target } => {
+                run_tool(raftkine::cli::alarm_disarm(&target.endpoint))
+            }
+        },
     }
 }
 
@@ -337,9 +362,12 @@ async fn serve(mut config: ServeConfig, join: Option<String>) -> Result<()> {
     raftkine::dqlite::layout::spawn_state_files(&node);
     raftkine::compactor::spawn(&node, compaction);
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let member = node.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down");
+        tokio::select! {
+            _ = wait_for_signal() => tracing::info!("shutting down"),
+            reason = member.stop_requested() => tracing::error!("shutting down: {reason}"),
+        }
         let _ = stop.send(true);
     });
     let served = raftkine::server::serve(node.clone(), stopped).await;

@@ -1,7 +1,7 @@
 //! One raftkine member: opens the store, starts raft, the watch hub and the lessor, and offers the
 //! API layer the few operations it needs (propose, linearizable read barrier, headers, status).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,8 +37,9 @@ pub struct Node {
     pub peer_health: Arc<PeerHealth>,
     /// A channel to the leader's client API, for the few calls only the leader can answer.
     leader_channel: tokio::sync::Mutex<Option<(u64, tonic::transport::Channel)>>,
-    /// The NOSPACE alarm is active: writes other than deletes are refused.
-    no_space: AtomicBool,
+    /// Set (with the reason) when the member must shut down by itself (the disk guard's
+    /// `terminate`); `main` waits for it as for a signal.
+    stop_request: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl Node {
@@ -106,11 +107,12 @@ impl Node {
             identity,
             peer_health,
             leader_channel: tokio::sync::Mutex::new(None),
-            no_space: AtomicBool::new(false),
+            stop_request: tokio::sync::watch::channel(None).0,
         });
         node.refresh_alarms();
         tokio::spawn(expire_leases(Arc::downgrade(&node)));
         tokio::spawn(monitor_space(Arc::downgrade(&node)));
+        tokio::spawn(crate::disk_guard::watch(Arc::downgrade(&node)));
         tokio::spawn(publish_attributes(Arc::downgrade(&node)));
         Ok(node)
     }
@@ -221,7 +223,10 @@ impl Node {
     pub async fn propose(&self, op: Op) -> Result<Applied> {
         match tokio::time::timeout(self.config.request_timeout, self.raft.propose(op)).await {
             Ok(answer) => answer,
-            Err(_) => Err(Error::Timeout),
+            Err(_) => {
+                crate::metrics::metrics().proposals_failed.inc();
+                Err(Error::Timeout)
+            }
         }
     }
 
@@ -257,20 +262,55 @@ impl Node {
 
     /// Refuses writes while the NOSPACE alarm is active.
     pub fn check_space(&self) -> Result<()> {
-        if self.no_space.load(Ordering::Acquire) {
+        if self.store.nospace_alarm() {
             return Err(Error::NoSpace);
         }
         Ok(())
     }
 
-    /// Re-reads the alarms from the table.
+    /// Re-reads the alarms from the table (the apply path also does after each alarm change).
     pub fn refresh_alarms(&self) {
-        let active = self
+        if let Err(e) = self.store.refresh_alarm_state() {
+            tracing::warn!("reading alarms: {e}");
+        }
+    }
+
+    /// Raises `alarm` for this member through raft, unless this member already raised it.
+    pub async fn raise_alarm(&self, alarm: AlarmType) -> Result<()> {
+        let raised = self
             .store
-            .alarms()
-            .map(|a| a.iter().any(|(_, kind)| *kind == AlarmType::Nospace as i32))
-            .unwrap_or(false);
-        self.no_space.store(active, Ordering::Release);
+            .alarms()?
+            .iter()
+            .any(|(member, kind)| *member == self.member_id && *kind == alarm as i32);
+        if !raised {
+            self.propose(Op::Alarm(AlarmRequest {
+                action: AlarmAction::Activate as i32,
+                member_id: self.member_id,
+                alarm: alarm as i32,
+            }))
+            .await?;
+            self.refresh_alarms();
+        }
+        Ok(())
+    }
+
+    /// Asks the process to shut down cleanly (see [`Node::stop_requested`]).
+    pub fn request_stop(&self, reason: String) {
+        self.stop_request.send_replace(Some(reason));
+    }
+
+    /// Resolves with the reason once [`Node::request_stop`] was called.
+    pub async fn stop_requested(&self) -> String {
+        let mut requests = self.stop_request.subscribe();
+        let reason = match requests.wait_for(|r| r.is_some()).await {
+            Ok(reason) => reason.clone(),
+            Err(_) => None,
+        };
+        match reason {
+            Some(reason) => reason,
+            // The sender lives as long as the node: never reached while it runs.
+            None => std::future::pending().await,
+        }
     }
 
     /// Stops raft (pending requests fail with `Stopped`) and flushes the store.
@@ -358,7 +398,7 @@ async fn monitor_space(node: std::sync::Weak<Node>) {
         }
         node.refresh_alarms();
         let over = node.store.size_on_disk() > node.config.quota_backend_bytes;
-        if over && !node.no_space.load(Ordering::Acquire) && node.raft_status().is_leader() {
+        if over && !node.store.nospace_alarm() && node.raft_status().is_leader() {
             let op = Op::Alarm(AlarmRequest {
                 action: AlarmAction::Activate as i32,
                 member_id: node.member_id,

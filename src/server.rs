@@ -1,5 +1,6 @@
 //! Client listeners: parses listen URLs (TCP, unix sockets), sets up TLS, and serves the etcd
-//! services plus gRPC health on each listener until shutdown.
+//! services plus gRPC health on each listener until shutdown (every call counted by
+//! `crate::grpc_metrics`); also starts the metrics listener (`crate::http`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use crate::api::Services;
 use crate::authority::FixAuthority;
 use crate::config::ServeConfig;
 use crate::error::{Error, Result};
+use crate::grpc_metrics::GrpcMetricsLayer;
 use crate::node::Node;
 
 /// Where to listen.
@@ -67,6 +69,7 @@ fn tls_config(config: &ServeConfig) -> Result<Option<ServerTlsConfig>> {
 pub async fn serve(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Result<()> {
     let tls = tls_config(&node.config)?;
     let mut peer = crate::peer::server::start(node.clone(), shutdown.clone()).await?;
+    let metrics_listeners = crate::http::start(node.clone(), shutdown.clone()).await?;
     wait_for_leader(&node).await;
     let services = Services::new(node.clone());
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -84,6 +87,7 @@ pub async fn serve(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Result<(
                 .map_err(|e| Error::Config(format!("TLS: {e}")))?;
         }
         let router = builder
+            .layer(GrpcMetricsLayer)
             .add_service(services.kv.clone())
             .add_service(services.watch.clone())
             .add_service(services.lease.clone())
@@ -134,6 +138,11 @@ pub async fn serve(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Result<(
             Err(e) => tracing::error!("listener task failed: {e}"),
         }
     }
+    for task in metrics_listeners {
+        if let Err(e) = task.await {
+            tracing::error!("metrics listener task failed: {e}");
+        }
+    }
     // Other members keep their raft streams open: give them a moment, then stop listening.
     match tokio::time::timeout(std::time::Duration::from_secs(1), &mut peer).await {
         Ok(Err(e)) => tracing::error!("peer listener task failed: {e}"),
@@ -145,10 +154,15 @@ pub async fn serve(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Result<(
 
 type Served = tokio::task::JoinHandle<std::result::Result<(), tonic::transport::Error>>;
 
+/// The client services behind the gRPC metrics layer.
+type Routes = tonic::transport::server::Router<
+    tower::layer::util::Stack<GrpcMetricsLayer, tower::layer::util::Identity>,
+>;
+
 /// Serves one listener's connections; plaintext ones get etcdctl's `:authority` repaired (see
 /// [`FixAuthority`]; under TLS, tonic terminates TLS itself and the wrapper cannot see inside).
 fn spawn_listener<S, IO>(
-    router: tonic::transport::server::Router,
+    router: Routes,
     incoming: S,
     tls: bool,
     signal: impl std::future::Future<Output = ()> + Send + 'static,

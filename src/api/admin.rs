@@ -81,7 +81,7 @@ impl Admin for AdminService {
             .store
             .alarms()?
             .into_iter()
-            .map(|(member, alarm)| format!("memberID:{member} alarm:{alarm}"))
+            .map(|(member, alarm)| crate::api::maintenance::alarm_text(member, alarm))
             .collect();
         Ok(Response::new(ClusterStatusResponse {
             cluster_id: self.node.cluster_id,
@@ -94,6 +94,7 @@ impl Admin for AdminService {
             target_voters: self.node.config.voters as u64,
             db_size: self.node.store.size_on_disk() as i64,
             alarms,
+            leader_changes: crate::metrics::metrics().leader_changes.get(),
         }))
     }
 }

@@ -12,6 +12,14 @@ use crate::error::Error;
 use crate::node::Node;
 use crate::proto::etcdserverpb::{alarm_request::AlarmAction, maintenance_server::Maintenance, *};
 
+/// An alarm as etcd prints it: `memberID:ID alarm:NAME`.
+pub fn alarm_text(member_id: u64, alarm: i32) -> String {
+    let name = AlarmType::try_from(alarm)
+        .map(|t| t.as_str_name())
+        .unwrap_or("UNKNOWN");
+    format!("memberID:{member_id} alarm:{name}")
+}
+
 /// Snapshot stream chunk size (etcd sends 32 KiB chunks).
 const SNAPSHOT_CHUNK: usize = 32 * 1024;
 
@@ -45,19 +53,29 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
-        let req = request.into_inner();
+        let mut req = request.into_inner();
         let action = AlarmAction::try_from(req.action).unwrap_or(AlarmAction::Get);
-        if action != AlarmAction::Get {
-            let mut req = req;
-            if req.member_id == 0 {
-                req.member_id = self.node.member_id;
-            }
-            self.node.propose(Op::Alarm(req)).await?;
-            self.node.refresh_alarms();
+        if action == AlarmAction::Get {
+            return Ok(Response::new(AlarmResponse {
+                header: self.header(),
+                alarms: self.alarm_list()?,
+            }));
         }
+        if req.member_id == 0 {
+            req.member_id = self.node.member_id;
+        }
+        let target = AlarmMember {
+            member_id: req.member_id,
+            alarm: req.alarm,
+        };
+        let was_raised = self.alarm_list()?.contains(&target);
+        self.node.propose(Op::Alarm(req)).await?;
+        self.node.refresh_alarms();
+        // As etcd: the alarm activated, or the one deactivated (none if it was not raised).
+        let changed = action == AlarmAction::Activate || was_raised;
         Ok(Response::new(AlarmResponse {
             header: self.header(),
-            alarms: self.alarm_list()?,
+            alarms: if changed { vec![target] } else { vec![] },
         }))
     }
 
@@ -67,12 +85,7 @@ impl Maintenance for MaintenanceService {
         let errors = self
             .alarm_list()?
             .iter()
-            .map(|a| {
-                let name = AlarmType::try_from(a.alarm)
-                    .map(|t| t.as_str_name())
-                    .unwrap_or("UNKNOWN");
-                format!("memberID:{} alarm:{}", a.member_id, name)
-            })
+            .map(|a| alarm_text(a.member_id, a.alarm))
             .collect();
         Ok(Response::new(StatusResponse {
             header: self.header(),

@@ -59,6 +59,7 @@ impl Watch for WatchService {
             watchers: BTreeMap::new(),
             next_id: 0,
             synced,
+            counted: 0,
         };
         tokio::spawn(stream.run(incoming));
         Ok(Response::new(Box::pin(ReceiverStream::new(responses))))
@@ -109,6 +110,14 @@ struct WatchStream {
     watchers: BTreeMap<i64, Watcher>,
     next_id: i64,
     synced: i64,
+    /// This stream's watchers as last added to the `raftkine_watchers` gauge.
+    counted: i64,
+}
+
+impl Drop for WatchStream {
+    fn drop(&mut self) {
+        crate::metrics::metrics().watchers.sub(self.counted);
+    }
 }
 
 impl WatchStream {
@@ -129,6 +138,7 @@ impl WatchStream {
                 _ = progress.tick() => self.progress_tick().await,
                 _ = self.out.closed() => Err(Closed),
             };
+            self.count_watchers();
             if step.is_err() {
                 return;
             }
@@ -144,6 +154,10 @@ impl WatchStream {
         if batch.events.is_empty() || batch.revision > self.synced + 1 {
             return self.catch_up_to(batch.revision).await;
         }
+        let lag = self.node.hub.last_published() - batch.revision;
+        crate::metrics::metrics()
+            .watch_lag
+            .observe(lag.max(0) as f64);
         self.deliver(batch.revision, &batch.events, batch.revision)
             .await?;
         self.synced = batch.revision;
@@ -159,6 +173,15 @@ impl WatchStream {
                 Err(TryRecvError::Empty) => return Ok(()),
                 Err(TryRecvError::Closed) => return Err(Closed),
             }
+        }
+    }
+
+    /// Brings the `raftkine_watchers` gauge in line with this stream's watchers.
+    fn count_watchers(&mut self) {
+        let now = self.watchers.len() as i64;
+        if now != self.counted {
+            crate::metrics::metrics().watchers.add(now - self.counted);
+            self.counted = now;
         }
     }
 
@@ -310,6 +333,7 @@ impl WatchStream {
 
     /// After lagging behind the hub: replay from the table everything up to the hub's last revision.
     async fn catch_up_all(&mut self) -> Result<(), Closed> {
+        crate::metrics::metrics().watch_catch_ups.inc();
         let target = self.node.hub.last_published();
         self.catch_up_to(target).await
     }

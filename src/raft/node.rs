@@ -17,6 +17,7 @@ use prost::Message as _;
 use protobuf::Message as _;
 use raft::prelude::{
     ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, Entry, EntryType, Message,
+    MessageType,
 };
 use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
 use tokio::sync::oneshot;
@@ -26,6 +27,7 @@ use super::logger::raft_logger;
 use crate::command::{Command, Op};
 use crate::error::{Error, Result};
 use crate::lease::Lessor;
+use crate::metrics::metrics;
 use crate::peer::transport::Transport;
 use crate::peer::{url_to_addr, PeerHealth};
 use crate::proto::raftkinepb::{member_change::Kind, MemberChange};
@@ -185,7 +187,12 @@ impl RaftHandle {
             next_read_ctx: 1,
             was_leader: false,
             last_housekeeping: Instant::now(),
+            heartbeats_sent: HashMap::new(),
+            seen_leader: 0,
         };
+        metrics()
+            .keys_total
+            .set(worker.store.count_live_keys()? as i64);
         worker.connect_peers()?;
         worker.campaign_if_alone()?;
         let thread = std::thread::Builder::new()
@@ -291,6 +298,27 @@ struct Worker {
     next_read_ctx: u64,
     was_leader: bool,
     last_housekeeping: Instant,
+    /// When the oldest unanswered heartbeat to each peer was sent (peer round-trip metric).
+    heartbeats_sent: HashMap<u64, Instant>,
+    /// The last leader seen (leader-change metric).
+    seen_leader: u64,
+}
+
+/// Follows the number of live keys from applied events: a put of version 1 creates a key, a
+/// delete removes one.
+fn count_keys(events: &[crate::proto::mvccpb::Event]) {
+    use crate::proto::mvccpb::event::EventType;
+    let mut delta = 0i64;
+    for e in events {
+        if e.r#type == EventType::Delete as i32 {
+            delta -= 1;
+        } else if e.kv.as_ref().is_some_and(|kv| kv.version == 1) {
+            delta += 1;
+        }
+    }
+    if delta != 0 {
+        metrics().keys_total.add(delta);
+    }
 }
 
 /// At most this many requests are taken from the inbox per loop turn (bounds Ready size).
@@ -329,6 +357,7 @@ impl Worker {
                 self.last_housekeeping = Instant::now();
                 self.housekeeping();
             }
+            metrics().proposals_pending.set(self.pending.len() as i64);
         }
         self.fail_all();
         let _ = self.store.flush();
@@ -386,6 +415,9 @@ impl Worker {
             }
             Request::Read { reply } => self.reads_unsent.push(reply),
             Request::Step(m) => {
+                if m.get_msg_type() == MessageType::MsgHeartbeatResponse {
+                    self.heartbeat_answered(m.from);
+                }
                 if let Err(e) = self.raw.step(*m) {
                     tracing::debug!("raft step: {e}");
                 }
@@ -419,9 +451,11 @@ impl Worker {
                 self.pending.insert(request_id, reply);
             }
             Err(raft::Error::ProposalDropped) => {
+                metrics().proposals_failed.inc();
                 let _ = reply.send(Err(Error::NoLeader));
             }
             Err(e) => {
+                metrics().proposals_failed.inc();
                 let _ = reply.send(Err(Error::Raft(e)));
             }
         }
@@ -488,7 +522,7 @@ impl Worker {
             return Ok(());
         }
         let mut ready = self.raw.ready();
-        self.transport.send(ready.take_messages());
+        self.send_messages(ready.take_messages());
         if !ready.snapshot().is_empty() {
             self.install_snapshot(ready.snapshot().clone())?;
         }
@@ -506,6 +540,7 @@ impl Worker {
         if must_flush || ready.must_sync() {
             let started = Instant::now();
             self.store.flush()?;
+            metrics().wal_fsync.observe(started.elapsed().as_secs_f64());
             tracing::trace!(
                 entries = ready.entries().len(),
                 flush_us = started.elapsed().as_micros() as u64,
@@ -521,12 +556,12 @@ impl Worker {
         if let Some(ss) = ready.ss() {
             self.on_soft_state(ss.leader_id, ss.raft_state);
         }
-        self.transport.send(ready.take_persisted_messages());
+        self.send_messages(ready.take_persisted_messages());
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
             self.raw.store().set_commit(commit)?;
         }
-        self.transport.send(light.take_messages());
+        self.send_messages(light.take_messages());
         let apply_started = Instant::now();
         let committed = light.take_committed_entries();
         let count = committed.len();
@@ -555,6 +590,9 @@ impl Worker {
         self.raw.store().apply_snapshot(meta)?;
         self.store.flush()?;
         self.lessor.restore(&self.store.leases()?);
+        metrics()
+            .keys_total
+            .set(self.store.count_live_keys()? as i64);
         // Watch streams see a revision with no events and catch up from the table.
         self.hub.publish(self.store.revision(), vec![]);
         self.connect_peers()?;
@@ -571,6 +609,12 @@ impl Worker {
                 self.reads_unsent.extend(waiters);
             }
         }
+        if leader != 0 && leader != self.seen_leader {
+            metrics().leader_changes.inc();
+        }
+        if leader != 0 {
+            self.seen_leader = leader;
+        }
         self.status.leader.store(leader, Ordering::Release);
         let is_leader = role == StateRole::Leader;
         self.status.is_leader.store(is_leader, Ordering::Release);
@@ -583,6 +627,7 @@ impl Worker {
             // Proposals in flight may never commit under another leader: fail them promptly
             // (the client may retry; the outcome of a failed write is unknown, as with etcd).
             for (_, reply) in self.pending.drain() {
+                metrics().proposals_failed.inc();
                 let _ = reply.send(Err(Error::TimeoutLeaderFail));
             }
         }
@@ -590,6 +635,18 @@ impl Worker {
     }
 
     fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        self.apply_entries_timed(entries)?;
+        metrics()
+            .apply_duration
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    fn apply_entries_timed(&mut self, entries: Vec<Entry>) -> Result<()> {
         // Consecutive key-value commands are applied as one group (one sled batch).
         let mut run: Vec<(u64, Command)> = vec![];
         let last = entries.last().map(|e| e.index);
@@ -648,6 +705,7 @@ impl Worker {
                     self.lessor.on_applied(&applied.lease_effects);
                 }
                 if !applied.events.is_empty() {
+                    count_keys(&applied.events);
                     // The events go to the watch hub; the proposer needs only the response.
                     self.hub
                         .publish(applied.revision, std::mem::take(&mut applied.events));
@@ -723,6 +781,36 @@ impl Worker {
             .commit_index
             .store(raft.raft_log.committed, Ordering::Release);
         self.status.leader.store(raft.leader_id, Ordering::Release);
+        let m = metrics();
+        m.proposals_committed.set(raft.raft_log.committed as i64);
+        m.proposals_applied.set(self.store.applied_index() as i64);
+        m.has_leader.set(i64::from(raft.leader_id != 0));
+        m.is_leader.set(i64::from(raft.state == StateRole::Leader));
+    }
+
+    /// Hands messages to the transport, noting when heartbeats leave (peer round-trip metric).
+    fn send_messages(&mut self, messages: Vec<Message>) {
+        let now = Instant::now();
+        // An unanswered heartbeat older than this is forgotten (lost, or the peer is down).
+        let stale = self.options.tick * (self.options.election_ticks as u32);
+        for m in &messages {
+            if m.get_msg_type() == MessageType::MsgHeartbeat {
+                let sent = self.heartbeats_sent.entry(m.to).or_insert(now);
+                if now.duration_since(*sent) > stale {
+                    *sent = now;
+                }
+            }
+        }
+        self.transport.send(messages);
+    }
+
+    fn heartbeat_answered(&mut self, from: u64) {
+        if let Some(sent) = self.heartbeats_sent.remove(&from) {
+            metrics()
+                .peer_round_trip
+                .with_label_values(&[&format!("{from:x}")])
+                .observe(sent.elapsed().as_secs_f64());
+        }
     }
 
     fn compact_log(&mut self) -> Result<()> {

@@ -146,6 +146,9 @@ impl Store {
         }
         let moved = (group.revision != start_revision).then_some(group.revision);
         self.commit_batch(group.writes.into_batch(), last_index, moved, new_compact)?;
+        if cmds.iter().any(|(_, c)| matches!(c.op, Some(Op::Alarm(_)))) {
+            self.refresh_alarm_state()?;
+        }
         Ok(answers)
     }
 
@@ -164,7 +167,11 @@ impl Store {
         batch.insert(META_APPLIED, &encode_i64(index as i64));
         let _locks = self.lock_commit(compact.is_some());
         let guard = WriteGuard::begin(self);
+        let started = std::time::Instant::now();
         self.table.apply_batch(batch)?;
+        crate::metrics::metrics()
+            .backend_commit
+            .observe(started.elapsed().as_secs_f64());
         if let Some(rev) = revision {
             self.set_revision(rev);
         }

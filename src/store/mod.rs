@@ -18,7 +18,7 @@ pub mod schema;
 pub mod snapshot;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockWriteGuard};
 
 use prost::Message;
@@ -46,6 +46,8 @@ pub struct Store {
     /// Held (written) by commits that delete rows at or below the current revision (compaction,
     /// snapshot installs); [`Store::history`] holds it while it reads rows.
     history_pin: RwLock<()>,
+    /// A NOSPACE alarm is raised (kept in step with the alarm rows by the apply path).
+    nospace: AtomicBool,
 }
 
 impl Store {
@@ -79,6 +81,7 @@ impl Store {
             write_seq: AtomicU64::new(0),
             commit_lock: RwLock::new(()),
             history_pin: RwLock::new(()),
+            nospace: AtomicBool::new(false),
         };
         store.reload_meta()?;
         Ok(store)
@@ -101,7 +104,32 @@ impl Store {
             .store(meta(META_COMPACT)?.unwrap_or(-1), Ordering::Release);
         self.applied_index
             .store(meta(META_APPLIED)?.unwrap_or(0) as u64, Ordering::Release);
+        self.refresh_alarm_state()?;
         Ok(())
+    }
+
+    /// Whether a NOSPACE alarm is raised (writes other than deletes are then refused).
+    pub fn nospace_alarm(&self) -> bool {
+        self.nospace.load(Ordering::Acquire)
+    }
+
+    /// Re-reads the alarm rows into [`Store::nospace_alarm`] (after an alarm was applied or the
+    /// table replaced).
+    pub fn refresh_alarm_state(&self) -> Result<()> {
+        let nospace = crate::proto::etcdserverpb::AlarmType::Nospace as i32;
+        let active = self.alarms()?.iter().any(|(_, kind)| *kind == nospace);
+        self.nospace.store(active, Ordering::Release);
+        Ok(())
+    }
+
+    /// Number of live keys (one scan of the live table; done at start and after a snapshot).
+    pub fn count_live_keys(&self) -> Result<u64> {
+        let mut n = 0;
+        for item in self.table.scan_prefix([LIVE]) {
+            item?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// The sled database (the raft log lives in another tree of it, so one flush covers both).

@@ -76,6 +76,22 @@ impl Server {
         s
     }
 
+    /// Starts a single-node raftkine on the given data dir (e.g. on a filesystem the test
+    /// mounted), with extra `serve` flags; its log goes next to the data dir.
+    pub fn raftkine_at(data_dir: PathBuf, args: &[&str]) -> Server {
+        let mut s = Server {
+            kind: Kind::Raftkine,
+            endpoint: String::new(),
+            port: free_port(),
+            data_dir,
+            child: None,
+            _tmp: None,
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        s.start();
+        s
+    }
+
     /// Starts Debian's etcd (single member) with a fresh data dir.
     pub fn etcd() -> Server {
         let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
@@ -212,6 +228,13 @@ impl Server {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The exit status once the process ended by itself (`None` while it runs).
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// The process id (for /proc measurements and signals).
