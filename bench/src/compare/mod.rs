@@ -4,6 +4,7 @@
 //! and RSS from /proc, measures the data dir, stops it, and finally writes the table of medians
 //! and ratios to `bench/results/latest.md` and `latest.json`.
 
+mod extras;
 mod plan;
 mod procfs;
 mod server;
@@ -20,7 +21,7 @@ use crate::cli::{Cli, CompareOpts};
 use crate::scenario;
 use plan::Scenario;
 use server::{Kind, Target};
-use table::{Comparison, Row, RunResult};
+use table::{Comparison, ExtraRow, Row, RunResult};
 
 const MIB: f64 = 1024.0 * 1024.0;
 /// Longest a single run (server start, scenario, stop) may take before it counts as failed.
@@ -87,6 +88,46 @@ pub async fn run(opts: &CompareOpts) -> Result<()> {
         }
     }
 
+    // The cluster extras, with 3-member clusters (A B per round, like the scenarios).
+    let mut extras: Vec<ExtraRow> = vec![];
+    if opts.nodes >= 3 && (opts.only.is_empty() || opts.only.iter().any(|o| o == "extras")) {
+        let keys = if opts.quick { 10_000 } else { 100_000 };
+        for round in 1..=rounds {
+            for target in &targets {
+                let (figures, errors) = extras::measure(target, keys).await;
+                for e in &errors {
+                    eprintln!(
+                        "[round {round}/{rounds}] extras {:<8} FAILED: {e}",
+                        target.kind.name()
+                    );
+                }
+                for (name, unit, value) in figures {
+                    eprintln!(
+                        "[round {round}/{rounds}] extras {:<8} {name}: {value:.1} {unit}",
+                        target.kind.name()
+                    );
+                    let name = name.replace("the keys", &format!("{keys} keys of 1 KiB"));
+                    let row = match extras.iter().position(|r| r.name == name) {
+                        Some(i) => &mut extras[i],
+                        None => {
+                            extras.push(ExtraRow {
+                                name: name.clone(),
+                                unit: unit.to_string(),
+                                ..ExtraRow::default()
+                            });
+                            let last = extras.len() - 1;
+                            &mut extras[last]
+                        }
+                    };
+                    match target.kind {
+                        Kind::Raftkine => row.raftkine_runs.push(value),
+                        Kind::Etcd => row.etcd_runs.push(value),
+                    }
+                }
+            }
+        }
+    }
+
     let mut meta = BTreeMap::new();
     meta.insert("date".into(), now_utc());
     meta.insert(
@@ -109,7 +150,7 @@ pub async fn run(opts: &CompareOpts) -> Result<()> {
         "duration".into(),
         format!("{:.0} s", started.elapsed().as_secs_f64()),
     );
-    let comparison = Comparison::new(meta, rows);
+    let comparison = Comparison::new(meta, rows).with_extras(extras);
     let md = comparison.markdown();
     std::fs::create_dir_all(&opts.out_dir)
         .with_context(|| format!("creating {}", opts.out_dir.display()))?;

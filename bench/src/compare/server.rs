@@ -2,7 +2,6 @@
 //! ports per start, readiness by a successful linearizable get on every member, SIGTERM (then
 //! SIGKILL) to stop. Only the processes started here are ever signalled.
 
-use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -43,11 +42,32 @@ pub struct Member {
     pub data_dir: PathBuf,
     pub client_url: String,
     log: PathBuf,
+    /// How it was started (a restart runs the same command on the same data dir).
+    command: Vec<String>,
+    target: Target,
 }
 
 impl Member {
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// kill -9 (the data dir stays for a restart).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the member again with the same command on its data dir (after [`Member::kill`]),
+    /// and waits until it serves a linearizable get.
+    pub async fn restart(&mut self) -> Result<()> {
+        let again = self.target.spawn(
+            &self.command,
+            self.data_dir.clone(),
+            self.client_url.clone(),
+        )?;
+        *self = again;
+        wait_ready(self).await
     }
 
     /// The end of this member's log, for error messages.
@@ -209,7 +229,11 @@ impl Target {
 
     fn spawn(&self, args: &[String], data_dir: PathBuf, client_url: String) -> Result<Member> {
         let log = data_dir.with_extension("log");
-        let out = File::create(&log).context("creating the server log")?;
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .context("creating the server log")?;
         let err = out.try_clone()?;
         let mut cmd = Command::new(&self.bin);
         cmd.args(args)
@@ -227,6 +251,8 @@ impl Target {
             data_dir,
             client_url,
             log,
+            command: args.to_vec(),
+            target: self.clone(),
         })
     }
 

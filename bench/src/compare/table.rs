@@ -137,6 +137,33 @@ pub struct Comparison {
     pub meta: BTreeMap<String, String>,
     pub idle_rss_mib: Cell,
     pub rows: Vec<Row>,
+    /// The cluster extras (3 members each side), when measured.
+    pub extras: Vec<ExtraRow>,
+}
+
+/// One cluster extra over the rounds (lower is better for every one of them).
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct ExtraRow {
+    pub name: String,
+    pub unit: String,
+    pub raftkine_runs: Vec<f64>,
+    pub etcd_runs: Vec<f64>,
+    pub cell: Option<Cell>,
+}
+
+impl ExtraRow {
+    fn summarise(&mut self) {
+        let a = median(self.raftkine_runs.clone());
+        let b = median(self.etcd_runs.clone());
+        self.cell = Some(Cell {
+            raftkine: a,
+            etcd: b,
+            ratio: match (a, b) {
+                (Some(a), Some(b)) if b != 0.0 => Some(a / b),
+                _ => None,
+            },
+        });
+    }
 }
 
 fn cell(rk: &[RunResult], etcd: &[RunResult], get: impl Fn(&RunResult) -> Option<f64>) -> Cell {
@@ -188,6 +215,47 @@ impl Comparison {
             meta,
             idle_rss_mib,
             rows,
+            extras: vec![],
+        }
+    }
+
+    /// Adds the cluster extras (medians computed here).
+    pub fn with_extras(mut self, mut extras: Vec<ExtraRow>) -> Comparison {
+        for e in &mut extras {
+            e.summarise();
+        }
+        self.extras = extras;
+        self
+    }
+
+    fn extras_markdown(&self, s: &mut String) {
+        if self.extras.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "\n## Cluster extras (3 members each side; medians over rounds; lower is better)\n"
+        );
+        let _ = writeln!(
+            s,
+            "| measurement | unit | raftkine | etcd | raftkine/etcd |"
+        );
+        let _ = writeln!(s, "|---|---|---:|---:|---:|");
+        for e in &self.extras {
+            let c = e.cell.clone().unwrap_or(Cell {
+                raftkine: None,
+                etcd: None,
+                ratio: None,
+            });
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} |",
+                e.name,
+                e.unit,
+                num(c.raftkine),
+                num(c.etcd),
+                ratio(c.ratio)
+            );
         }
     }
 
@@ -283,6 +351,7 @@ impl Comparison {
                 }
             }
         }
+        self.extras_markdown(&mut s);
         if !problems.is_empty() {
             let _ = writeln!(s, "\n## Errors\n\n{problems}");
         }
