@@ -40,6 +40,18 @@ pub struct ServeConfig {
     #[arg(long, alias = "advertise-client-urls", value_delimiter = ',')]
     pub advertise_client_urls: Vec<String>,
 
+    /// etcd's --initial-cluster-state. `existing`: a new storage dir joins the cluster of
+    /// --initial-cluster as the member a MemberAdd recorded at this node's peer URL (the
+    /// storage dir must hold the cluster's CA: `peer/ca.crt` + `peer/ca.key`, or a k8s-dqlite
+    /// `cluster.crt` + `cluster.key`). `new`: a new storage dir starts a new cluster.
+    #[arg(long, default_value = "new", value_parser = ["new", "existing"])]
+    pub initial_cluster_state: String,
+
+    /// etcd's --initial-cluster (NAME=PEER_URL,...): with `--initial-cluster-state existing`,
+    /// the members to join through.
+    #[arg(long, value_delimiter = ',')]
+    pub initial_cluster: Vec<String>,
+
     /// Voters to keep: learners are promoted automatically while fewer exist (3, 5 or 7).
     #[arg(long, default_value_t = 3, value_parser = parse_voters)]
     pub voters: usize,

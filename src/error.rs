@@ -34,6 +34,8 @@ pub enum Error {
     LeaseTtlTooLarge,
     #[error("etcdserver: member not found")]
     MemberNotFound,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists,
     #[error("etcdserver: no leader")]
     NoLeader,
     #[error("etcdserver: not leader")]
@@ -91,7 +93,9 @@ impl Error {
             EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
             | RequestTooLarge | InvalidArgument(_) => Code::InvalidArgument,
             LeaseNotFound | MemberNotFound => Code::NotFound,
-            LeaseExists | NotLeader | AuthNotEnabled | NotCapable => Code::FailedPrecondition,
+            LeaseExists | NotLeader | AuthNotEnabled | NotCapable | PeerUrlExists => {
+                Code::FailedPrecondition
+            }
             NoLeader | Timeout | TimeoutLeaderFail | Stopped | Unavailable(_) => Code::Unavailable,
             Storage(_) | Corrupt(_) | Raft(_) | Io(_) | Config(_) | Metrics(_) => Code::Internal,
             BadSnapshot(_) | MissingChecksum | ChecksumMismatch { .. } => Code::DataLoss,

@@ -356,6 +356,8 @@ async fn serve(mut config: ServeConfig, join: Option<String>) -> Result<()> {
                     )
                 })?;
         raftkine::membership::join_with_certificate(cluster, peer, &config, store.db()).await?;
+    } else if config.initial_cluster_state == "existing" && !known {
+        raftkine::membership::join_existing(&config, store.db()).await?;
     }
     let node = Node::start_with(config, store)?;
     raftkine::dqlite::layout::finish(&node.config, &prepared)?;

@@ -70,6 +70,12 @@ pub async fn admit(
         let stale = node.store.members()?.into_iter().find(|m| {
             m.id != node.member_id && m.peer_ur_ls.iter().any(|u| url_to_addr(u) == wanted)
         });
+        // A learner at that address (added by MemberAdd, or a standby that was reset): the
+        // node takes its place. A learner never voted, so its lost log is no safety concern.
+        if let Some(learner) = stale.as_ref().filter(|m| m.is_learner) {
+            tracing::info!(member = learner.id, peer = %wanted, "a node takes the place of the learner at its address");
+            return identity_answer(node, learner.id, &req.name);
+        }
         if let Some(stale) = stale {
             tracing::info!(member = stale.id, peer = %wanted, "a node joins again at the address of a member: removing the old member");
             remove_member(node, stale).await?;
@@ -95,11 +101,9 @@ pub async fn admit(
     } else {
         req.name.clone()
     };
-    let peer = &node.identity.peer;
-    let (member_cert, member_key) = issue_member_cert(&peer.ca_cert, &peer.ca_key, &name)?;
     let member = Member {
         id: member_id,
-        name,
+        name: name.clone(),
         peer_ur_ls: vec![req.peer_url.clone()],
         client_ur_ls: req.client_urls.clone(),
         is_learner: true,
@@ -112,6 +116,18 @@ pub async fn admit(
         request_id: 0,
     })
     .await?;
+    identity_answer(node, member_id, &name)
+}
+
+/// What a joining node needs: its id, the cluster CA and a certificate, and the members.
+fn identity_answer(node: &Node, member_id: u64, name: &str) -> Result<JoinResponse> {
+    let peer = &node.identity.peer;
+    let name = if name.is_empty() {
+        format!("{member_id:016x}")
+    } else {
+        name.to_string()
+    };
+    let (member_cert, member_key) = issue_member_cert(&peer.ca_cert, &peer.ca_key, &name)?;
     // The joiner reaches the cluster through the members it is told about; this member's own
     // record may not be applied yet (a first node publishes it shortly after it starts), so it
     // is always included as it is now.
@@ -132,6 +148,60 @@ pub async fn admit(
         members,
         ca_key: peer.ca_key.clone(),
     })
+}
+
+/// etcd's MemberAdd: records a member at `peer_urls` before it runs. It joins as a learner and
+/// is promoted automatically once caught up (raftkine never adds a voter that has no log yet,
+/// even when asked for one). The new node starts with `--initial-cluster-state existing` and
+/// the cluster's shared CA in its storage dir; it then takes this member's id (see [`admit`]).
+pub async fn add_member(node: &Node, peer_urls: &[String]) -> Result<Member> {
+    if peer_urls.is_empty() {
+        return Err(Error::InvalidArgument(
+            "member peer URLs are not provided".into(),
+        ));
+    }
+    let wanted: Vec<String> = peer_urls.iter().map(|u| url_to_addr(u)).collect();
+    let taken = node.store.members()?.into_iter().any(|m| {
+        m.peer_ur_ls
+            .iter()
+            .any(|u| wanted.contains(&url_to_addr(u)))
+    });
+    if taken {
+        return Err(Error::PeerUrlExists);
+    }
+    let id = loop {
+        let id = rand::random::<u64>() | 1;
+        if node.store.member(id)?.is_none() {
+            break id;
+        }
+    };
+    let member = Member {
+        id,
+        name: String::new(),
+        peer_ur_ls: wanted.iter().map(|a| format!("https://{a}")).collect(),
+        client_ur_ls: vec![],
+        is_learner: true,
+    };
+    tracing::info!(member = id, peer = ?member.peer_ur_ls, "MemberAdd: a learner waits for its node");
+    node.change_members(MemberChange {
+        kind: Kind::AddLearner as i32,
+        member: Some(member.clone()),
+        proposer: 0,
+        request_id: 0,
+    })
+    .await?;
+    Ok(member)
+}
+
+/// etcd's MemberUpdate: new peer URLs for a member (it publishes its client URLs itself).
+pub async fn update_member(node: &Node, id: u64, peer_urls: &[String]) -> Result<()> {
+    let mut member = node.store.member(id)?.ok_or(Error::MemberNotFound)?;
+    member.peer_ur_ls = peer_urls
+        .iter()
+        .map(|u| format!("https://{}", url_to_addr(u)))
+        .collect();
+    node.propose(Op::MemberAttributes(member)).await?;
+    Ok(())
 }
 
 /// Removes the member named by id (hex or decimal), name or peer address.
@@ -267,6 +337,38 @@ pub async fn join_with_certificate(
         "no member of {cluster:?} admitted this node: {}",
         failures.join("; ")
     )))
+}
+
+/// etcd's way in: `--initial-cluster-state existing --initial-cluster NAME=URL,...` on a new
+/// storage dir holding the cluster's CA, after a MemberAdd of this node's peer URL.
+pub async fn join_existing(config: &ServeConfig, db: &sled::Db) -> Result<Identity> {
+    let dir: &Path = &config.storage_dir;
+    let peer = match PeerIdentity::from_cluster_files(dir, &config.name)? {
+        Some(p) => p,
+        None => PeerIdentity::load_user_ca(dir, &config.name)?.ok_or_else(|| {
+            Error::Config(format!(
+                "--initial-cluster-state existing joins with the cluster's CA: put its ca.crt \
+                 and ca.key in {}/peer/ (or cluster.crt and cluster.key in {})",
+                dir.display(),
+                dir.display()
+            ))
+        })?,
+    };
+    let me = url_to_addr(&config.peer_url());
+    let others: Vec<String> = config
+        .initial_cluster
+        .iter()
+        .filter_map(|entry| entry.split_once('=').map(|(_, url)| url_to_addr(url)))
+        .filter(|addr| *addr != me)
+        .collect();
+    if others.is_empty() {
+        return Err(Error::Config(
+            "--initial-cluster-state existing needs --initial-cluster NAME=PEER_URL,... naming \
+             the running members"
+                .into(),
+        ));
+    }
+    join_with_certificate(&others, peer, config, db).await
 }
 
 async fn ask_to_join(

@@ -1,5 +1,5 @@
-//! etcd's Cluster service. A raftkine node is, for now, a cluster of one member; membership
-//! changes (MemberAdd/Remove/Promote) arrive with replication.
+//! etcd's Cluster service: MemberList, MemberAdd (a learner record a node then takes over,
+//! see `membership::add_member`), MemberRemove, MemberUpdate, MemberPromote.
 
 use std::sync::Arc;
 
@@ -56,21 +56,19 @@ pub fn client_urls_of(config: &ServeConfig) -> Vec<String> {
         .collect()
 }
 
-/// Members join with a token (they need the cluster's certificates), not by a bare MemberAdd;
-/// peer URLs are published by each member itself.
-fn use_join_tokens() -> Status {
-    Status::failed_precondition(
-        "raftkine: add members with `raftkine add-node` and `raftkine join`; a member publishes its own URLs",
-    )
-}
-
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_add(
         &self,
-        _: Request<MemberAddRequest>,
+        request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        Err(use_join_tokens())
+        let req = request.into_inner();
+        let member = membership::add_member(&self.node, &req.peer_ur_ls).await?;
+        Ok(Response::new(MemberAddResponse {
+            header: self.header(),
+            member: Some(member),
+            members: self.members()?,
+        }))
     }
 
     async fn member_remove(
@@ -88,9 +86,14 @@ impl Cluster for ClusterService {
 
     async fn member_update(
         &self,
-        _: Request<MemberUpdateRequest>,
+        request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(use_join_tokens())
+        let req = request.into_inner();
+        membership::update_member(&self.node, req.id, &req.peer_ur_ls).await?;
+        Ok(Response::new(MemberUpdateResponse {
+            header: self.header(),
+            members: self.members()?,
+        }))
     }
 
     async fn member_list(

@@ -180,6 +180,7 @@ impl RaftHandle {
             inbox,
             pending: HashMap::new(),
             pending_members: HashMap::new(),
+            member_changes_in_flight: HashMap::new(),
             next_request_id: rand::random::<u64>() >> 16,
             reads_unsent: vec![],
             reads_by_ctx: HashMap::new(),
@@ -289,6 +290,10 @@ struct Worker {
     /// Proposals of this member waiting to be applied, by request id.
     pending: HashMap<u64, oneshot::Sender<Result<Applied>>>,
     pending_members: HashMap<u64, oneshot::Sender<Result<()>>>,
+    /// Member changes a caller waits for, with when they were last proposed: raft-rs drops a
+    /// conf change proposed while another is pending, so a leader holds them back until none
+    /// is and proposes them then (same request id), until applied or their caller gave up.
+    member_changes_in_flight: HashMap<u64, (MemberChange, Instant)>,
     next_request_id: u64,
     /// Reads received this turn, not yet given a ReadIndex request.
     reads_unsent: Waiters,
@@ -469,36 +474,72 @@ impl Worker {
         let request_id = self.next_id();
         change.proposer = self.options.id;
         change.request_id = request_id;
+        match self.submit_member_change(&change) {
+            Ok(()) => {
+                if let Some(r) = reply {
+                    self.pending_members.insert(request_id, r);
+                    self.member_changes_in_flight
+                        .insert(request_id, (change, Instant::now()));
+                }
+            }
+            Err(e) => {
+                if let Some(r) = reply {
+                    let _ = r.send(Err(e));
+                }
+            }
+        }
+    }
+
+    /// Proposes a member change as a raft conf change (a leader with a conf change still
+    /// pending waits: see `member_changes_in_flight`).
+    fn submit_member_change(&mut self, change: &MemberChange) -> Result<()> {
         let id = change.member.as_ref().map_or(0, |m| m.id);
         let change_type = match Kind::try_from(change.kind) {
             Ok(Kind::AddLearner) | Ok(Kind::Demote) => ConfChangeType::AddLearnerNode,
             Ok(Kind::Promote) => ConfChangeType::AddNode,
             Ok(Kind::Remove) => ConfChangeType::RemoveNode,
-            Err(_) => {
-                if let Some(r) = reply {
-                    let _ = r.send(Err(Error::InvalidArgument("unknown member change".into())));
-                }
-                return;
-            }
+            Err(_) => return Err(Error::InvalidArgument("unknown member change".into())),
         };
+        let busy = self.raw.raft.state == StateRole::Leader
+            && (self.raw.raft.has_pending_conf()
+                || !self.raw.store().conf_state().voters_outgoing.is_empty());
+        if busy {
+            return Ok(());
+        }
         let mut single = ConfChangeSingle::default();
         single.set_change_type(change_type);
         single.node_id = id;
         let mut cc = ConfChangeV2::default();
         cc.set_changes(vec![single].into());
         cc.set_context(change.encode_to_vec().into());
-        match self.raw.propose_conf_change(vec![], cc) {
-            Ok(()) => {
-                if let Some(r) = reply {
-                    self.pending_members.insert(request_id, r);
-                }
-            }
-            Err(e) => {
-                if let Some(r) = reply {
-                    let _ = r.send(Err(match e {
-                        raft::Error::ProposalDropped => Error::NoLeader,
-                        e => Error::Raft(e),
-                    }));
+        self.raw
+            .propose_conf_change(vec![], cc)
+            .map_err(|e| match e {
+                raft::Error::ProposalDropped => Error::NoLeader,
+                e => Error::Raft(e),
+            })
+    }
+
+    /// On the leader, proposes again the member changes not applied within a second (callers
+    /// still waiting). Only a leader retries: it knows whether a conf change is pending, so a
+    /// change is never in its log twice (a follower's forwarded proposal may still commit).
+    fn retry_member_changes(&mut self) {
+        let pending = &self.pending_members;
+        self.member_changes_in_flight
+            .retain(|id, _| pending.get(id).is_some_and(|r| !r.is_closed()));
+        if self.raw.raft.state != StateRole::Leader {
+            return;
+        }
+        let due: Vec<MemberChange> = self
+            .member_changes_in_flight
+            .values()
+            .filter(|(_, at)| at.elapsed() >= Duration::from_secs(1))
+            .map(|(c, _)| c.clone())
+            .collect();
+        for change in due {
+            if self.submit_member_change(&change).is_ok() {
+                if let Some(entry) = self.member_changes_in_flight.get_mut(&change.request_id) {
+                    entry.1 = Instant::now();
                 }
             }
         }
@@ -745,6 +786,7 @@ impl Worker {
         self.connect_peers()?;
         if let Some(change) = change {
             if change.proposer == self.options.id {
+                self.member_changes_in_flight.remove(&change.request_id);
                 if let Some(reply) = self.pending_members.remove(&change.request_id) {
                     let _ = reply.send(Ok(()));
                 }
@@ -853,6 +895,7 @@ impl Worker {
     /// Once a second: report unreachable peers, and (on the leader) promote caught-up learners
     /// while the group has fewer voters than wanted.
     fn housekeeping(&mut self) {
+        self.retry_member_changes();
         for id in self.transport.take_unreachable() {
             self.raw.report_unreachable(id);
             let in_snapshot = self

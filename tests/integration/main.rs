@@ -15,6 +15,7 @@ mod backup;
 mod cluster;
 mod cluster_ha;
 mod cluster_history;
+mod cluster_member_add;
 mod cluster_recover;
 mod cluster_roles;
 mod disk_guard;
