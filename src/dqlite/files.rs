@@ -44,6 +44,25 @@ pub struct NodeInfo {
     pub role: u8,
 }
 
+impl NodeInfo {
+    /// A raftkine member as dqlite describes a node (learners are standbys).
+    pub fn of_member(m: &crate::proto::etcdserverpb::Member) -> NodeInfo {
+        NodeInfo {
+            id: m.id,
+            address: m
+                .peer_ur_ls
+                .first()
+                .map(|u| crate::peer::url_to_addr(u))
+                .unwrap_or_default(),
+            role: if m.is_learner {
+                ROLE_STANDBY
+            } else {
+                ROLE_VOTER
+            },
+        }
+    }
+}
+
 /// `init.yaml`: this node's address, and the addresses of an existing cluster to join (empty:
 /// bootstrap a new cluster).
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]

@@ -141,19 +141,7 @@ fn apply_tuning(config: &mut ServeConfig, tuning: &Tuning) {
 /// This node and every member as dqlite describes them (role 0 voter, 1 standby).
 pub fn describe(node: &Node) -> Result<(NodeInfo, Vec<NodeInfo>)> {
     let members = node.store.members()?;
-    let info_of = |m: &crate::proto::etcdserverpb::Member| NodeInfo {
-        id: m.id,
-        address: m
-            .peer_ur_ls
-            .first()
-            .map(|u| url_to_addr(u))
-            .unwrap_or_default(),
-        role: if m.is_learner {
-            files::ROLE_STANDBY
-        } else {
-            files::ROLE_VOTER
-        },
-    };
+    let info_of = NodeInfo::of_member;
     let me = members
         .iter()
         .find(|m| m.id == node.member_id)

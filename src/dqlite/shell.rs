@@ -158,19 +158,7 @@ fn nodes_of(status: &ClusterStatusResponse) -> Vec<NodeInfo> {
         .members
         .iter()
         .filter_map(|s| s.member.as_ref())
-        .map(|m| NodeInfo {
-            id: m.id,
-            address: m
-                .peer_ur_ls
-                .first()
-                .map(|u| url_to_addr(u))
-                .unwrap_or_default(),
-            role: if m.is_learner {
-                files::ROLE_STANDBY
-            } else {
-                files::ROLE_VOTER
-            },
-        })
+        .map(NodeInfo::of_member)
         .collect();
     nodes.sort_by_key(|n| (n.role, n.id));
     nodes
