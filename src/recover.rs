@@ -80,13 +80,7 @@ pub async fn recover(dir: &Path, voters: &[String], dry_run: bool) -> Result<Pla
 /// with role 0 become the voters, the others standbys; members not listed are removed. Nodes
 /// are matched by ID, or by address.
 pub async fn reconfigure_from_cluster_yaml(dir: &Path, file: &Path) -> Result<Plan> {
-    let parent = file.parent().unwrap_or(Path::new("."));
-    let name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .ok_or_else(|| Error::Config(format!("{}: not a file", file.display())))?;
-    let nodes: Vec<NodeInfo> = files::read(parent, &name)?
-        .ok_or_else(|| Error::Config(format!("{}: no such file", file.display())))?;
+    let nodes: Vec<NodeInfo> = files::read_path(file)?;
     let plan = run(dir, false, |members, me| {
         let mut voters = vec![];
         let mut standbys = vec![];

@@ -119,8 +119,15 @@ impl PeerIdentity {
             }
             _ => return Ok(None),
         };
-        let (cert, key) = issue_member_cert(&ca_cert, &ca_key, member_name)
-            .map_err(|e| tls_err(format!("cluster.crt/cluster.key: {e}")))?;
+        Self::from_ca(ca_cert, ca_key, member_name)
+            .map(Some)
+            .map_err(|e| tls_err(format!("cluster.crt/cluster.key: {e}")))
+    }
+
+    /// An identity under a CA whose key this member holds: a member certificate is issued
+    /// from it, and the pair is checked to fit before any peer connection.
+    pub fn from_ca(ca_cert: String, ca_key: String, member_name: &str) -> Result<PeerIdentity> {
+        let (cert, key) = issue_member_cert(&ca_cert, &ca_key, member_name)?;
         let identity = PeerIdentity {
             ca_cert,
             ca_key,
@@ -128,7 +135,7 @@ impl PeerIdentity {
             key,
         };
         peer_server_config(&identity, TlsVersion::default())?;
-        Ok(Some(identity))
+        Ok(identity)
     }
 
     /// A new cluster CA and a certificate for the first member.

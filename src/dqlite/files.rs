@@ -125,6 +125,16 @@ pub fn read<T: for<'de> Deserialize<'de>>(dir: &Path, name: &str) -> Result<Opti
         .map_err(|e| bad(name, e))
 }
 
+/// Reads and parses the YAML file at `path`; an error when it does not exist.
+pub fn read_path<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .ok_or_else(|| bad(&path.display().to_string(), "not a file"))?;
+    read(dir, &name)?.ok_or_else(|| bad(&path.display().to_string(), "no such file"))
+}
+
 /// Writes a YAML file atomically (temporary file, then rename), readable by its owner only
 /// like the rest of the storage dir. Leaves the file alone when the content is unchanged.
 pub fn write<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<()> {
@@ -167,13 +177,7 @@ pub fn failure_domain(dir: &Path) -> Result<u64> {
 /// separated by commas.
 pub fn servers(arg: &str) -> Result<Vec<String>> {
     if let Some(file) = arg.strip_prefix("file://") {
-        let file = Path::new(file);
-        let dir = file.parent().unwrap_or(Path::new("."));
-        let name = file
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .ok_or_else(|| bad(arg, "not a file"))?;
-        let nodes: Vec<NodeInfo> = read(dir, &name)?.ok_or_else(|| bad(arg, "no such file"))?;
+        let nodes: Vec<NodeInfo> = read_path(Path::new(file))?;
         return Ok(nodes.into_iter().map(|n| n.address).collect());
     }
     Ok(arg

@@ -106,15 +106,7 @@ fn identity(args: &ShellArgs) -> Result<PeerIdentity> {
     let read = |p: &PathBuf| {
         std::fs::read_to_string(p).map_err(|e| Error::Config(format!("{}: {e}", p.display())))
     };
-    let ca_cert = read(cert)?;
-    let ca_key = read(key)?;
-    let (cert, key) = crate::tls::issue_member_cert(&ca_cert, &ca_key, "dqlite-shell")?;
-    Ok(PeerIdentity {
-        ca_cert,
-        ca_key,
-        cert,
-        key,
-    })
+    PeerIdentity::from_ca(read(cert)?, read(key)?, "dqlite-shell")
 }
 
 /// An Admin client on the first server that answers.
