@@ -152,11 +152,12 @@ impl RaftHandle {
         log.raise_commit_to(store.applied_index())?;
         let snapshot_store = store.clone();
         log.set_snapshot_source(Box::new(move || snapshot_store.raft_snapshot()));
+        let applied = store.applied_index().max(log.first_index_now() - 1);
         let config = raft::Config {
             id: options.id,
             election_tick: options.election_ticks,
             heartbeat_tick: 1,
-            applied: store.applied_index().max(log.first_index_now() - 1),
+            applied,
             max_size_per_msg: 1024 * 1024,
             max_inflight_msgs: 256,
             check_quorum: true,
@@ -166,6 +167,9 @@ impl RaftHandle {
         config.validate()?;
         let raw = RawNode::new(&config, log, &raft_logger())?;
         let status = Arc::new(RaftStatus::default());
+        // Reads wait for this index to reach their read index: it starts where the table is
+        // (a restarted member with nothing new to apply would otherwise hold every read).
+        status.applied_index.store(applied, Ordering::Release);
         let (requests, inbox) = mpsc::channel();
         let mut worker = Worker {
             raw,
@@ -185,7 +189,9 @@ impl RaftHandle {
             reads_unsent: vec![],
             reads_by_ctx: HashMap::new(),
             reads_waiting_apply: vec![],
-            next_read_ctx: 1,
+            // Random, as the request ids: a leader may still hold a ReadIndex context of this
+            // member's previous run, and must not answer a new read with that old index.
+            next_read_ctx: rand::random::<u64>() >> 16,
             was_leader: false,
             last_housekeeping: Instant::now(),
             heartbeats_sent: HashMap::new(),

@@ -792,7 +792,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("{}", self.log_tails(30));
+            eprintln!("{}{}", self.log_tails(30), self.keep_logs());
         }
     }
 }
