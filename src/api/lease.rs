@@ -37,6 +37,12 @@ impl LeaseService {
 /// Keep-alive on the leader (lease deadlines live there); 0 when the lease is gone.
 async fn renew(node: &Node, id: i64) -> Result<i64, Status> {
     let Some(leader) = node.leader_channel().await? else {
+        if let Some(ttl) = node.lessor.renew(id) {
+            return Ok(ttl);
+        }
+        // A grant answered by a follower may be committed but not yet applied here: catch up
+        // with everything committed, then look again before saying the lease is gone.
+        node.read_barrier().await?;
         return Ok(node.lessor.renew(id).unwrap_or(0));
     };
     let forward = async {
@@ -139,6 +145,10 @@ impl Lease for LeaseService {
                     Err(Error::NoLeader.into())
                 }
             };
+        }
+        if !self.node.lessor.contains(req.id) {
+            // As for keep-alives: a grant answered by a follower may not be applied here yet.
+            self.node.read_barrier().await?;
         }
         let header = Some(self.node.header(self.node.store.revision()));
         let Some(times) = self.node.lessor.times(req.id) else {

@@ -952,3 +952,62 @@ async fn cluster_roles_keep_alive_stream_through_a_follower_survives_a_frozen_le
         cluster.node(new).name
     );
 }
+
+/// Leases granted through followers, each kept alive and asked for its time-to-live right after
+/// the grant answered: the leader (where keep-alives and TTLs are answered) may not have applied
+/// the grant yet, and must catch up rather than call the lease gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_roles_lease_granted_on_a_follower_is_found_by_the_leader_at_once() {
+    const LEASES: usize = 400;
+    const PER_FOLLOWER: usize = 16;
+    let mut cluster = start(options(3, Duration::from_secs(10)));
+    let leader = cluster.wait_for_leader(Duration::from_secs(5)).await;
+    // Bulk writes keep the leader's apply busy, widening the window between commit and apply.
+    let busy = Arc::new(AtomicBool::new(true));
+    let mut writers = vec![];
+    for w in 0..4 {
+        let mut c = cluster.node(leader).client(Duration::from_secs(10)).await;
+        let busy = busy.clone();
+        writers.push(tokio::spawn(async move {
+            let value = vec![b'x'; 64 * 1024];
+            let mut i = 0u64;
+            while busy.load(Ordering::Relaxed) {
+                let _ = c
+                    .put(format!("busy/{w}/{}", i % 64), value.clone(), None)
+                    .await;
+                i += 1;
+            }
+        }));
+    }
+    let mut tasks = vec![];
+    for f in [(leader + 1) % 3, (leader + 2) % 3] {
+        for _ in 0..PER_FOLLOWER {
+            let mut c = cluster.node(f).client(Duration::from_secs(10)).await;
+            tasks.push(tokio::spawn(async move {
+                let mut failures = vec![];
+                for _ in 0..LEASES / (2 * PER_FOLLOWER) {
+                    let id = c.lease_grant(30, None).await.expect("grant").id();
+                    // etcd's client reads the first answer when it opens the stream: a lease
+                    // the leader does not know fails right there.
+                    if let Err(e) = c.lease_keep_alive(id).await {
+                        failures.push(format!("lease {id:x}: keep-alive: {e}"));
+                    }
+                    let left = c.lease_time_to_live(id, None).await.expect("ttl").ttl();
+                    if left <= 0 {
+                        failures.push(format!("lease {id:x}: TTL {left}"));
+                    }
+                }
+                failures
+            }));
+        }
+    }
+    let mut failures = vec![];
+    for t in tasks {
+        failures.extend(t.await.expect("task"));
+    }
+    busy.store(false, Ordering::Relaxed);
+    for w in writers {
+        w.await.expect("writer");
+    }
+    assert!(failures.is_empty(), "leases not found: {failures:?}");
+}
