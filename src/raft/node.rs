@@ -573,18 +573,18 @@ impl Worker {
         if !ready.snapshot().is_empty() {
             self.install_snapshot(ready.snapshot().clone())?;
         }
-        // Persist first: the commit index in the hard state must never be behind what the
-        // table says was applied (raft-rs refuses to start otherwise).
-        let mut must_flush = false;
+        // Persist first. New entries and a new term or vote must be on disk before anything
+        // is sent or applied (raft's `must_sync`); a hard state whose only change is the commit
+        // index is written without an fsync of its own: after a crash, the commit index is
+        // raised to the table's applied index at start (`raise_commit_to`) and raft learns the
+        // rest from the leader or, alone, from its durable log.
         if !ready.entries().is_empty() {
             self.raw.store().append(ready.entries())?;
-            must_flush = true;
         }
         if let Some(hs) = ready.hs() {
             self.raw.store().set_hard_state(hs)?;
-            must_flush = true;
         }
-        if must_flush || ready.must_sync() {
+        if ready.must_sync() {
             let started = Instant::now();
             self.store.flush()?;
             metrics().wal_fsync.observe(started.elapsed().as_secs_f64());
@@ -594,6 +594,9 @@ impl Worker {
                 "persisted a Ready"
             );
         }
+        // Acknowledgements of what was just persisted go out before applying: the leader is
+        // waiting for them, and applying can take longer than the fsync did.
+        self.send_messages(ready.take_persisted_messages());
         self.apply_entries(ready.take_committed_entries())?;
         for rs in ready.take_read_states() {
             if let Some(waiters) = self.reads_by_ctx.remove(&rs.request_ctx) {
@@ -603,7 +606,6 @@ impl Worker {
         if let Some(ss) = ready.ss() {
             self.on_soft_state(ss.leader_id, ss.raft_state);
         }
-        self.send_messages(ready.take_persisted_messages());
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
             self.raw.store().set_commit(commit)?;
