@@ -140,25 +140,21 @@ fn apply_tuning(config: &mut ServeConfig, tuning: &Tuning) {
 
 /// This node and every member as dqlite describes them (role 0 voter, 1 standby).
 pub fn describe(node: &Node) -> Result<(NodeInfo, Vec<NodeInfo>)> {
-    let members = node.store.members()?;
-    let info_of = NodeInfo::of_member;
-    let me = members
-        .iter()
-        .find(|m| m.id == node.member_id)
-        .map(info_of)
-        .unwrap_or_else(|| info_of(&node.self_member()));
-    let me = NodeInfo {
-        address: url_to_addr(&node.config.peer_url()),
-        ..me
-    };
-    let mut all: Vec<NodeInfo> = members.iter().map(info_of).collect();
-    if !all.iter().any(|n| n.id == me.id) {
-        all.push(me.clone());
+    let mut members = node.store.members()?;
+    if !members.iter().any(|m| m.id == node.member_id) {
+        // Not applied yet (a node that just joined): describe it from its own settings.
+        members.push(node.self_member());
     }
-    for n in all.iter_mut().filter(|n| n.id == me.id) {
-        n.address = me.address.clone();
+    let own_address = url_to_addr(&node.config.peer_url());
+    let mut all: Vec<NodeInfo> = members.iter().map(NodeInfo::of_member).collect();
+    let mut me = None;
+    for n in all.iter_mut().filter(|n| n.id == node.member_id) {
+        // This node is where its peer listener is, whatever an older record says.
+        n.address = own_address.clone();
+        me = Some(n.clone());
     }
     all.sort_by_key(|n| (n.role, n.id));
+    let me = me.unwrap_or_else(|| NodeInfo::of_member(&node.self_member()));
     Ok((me, all))
 }
 

@@ -364,7 +364,9 @@ impl<'s> WriteTxn<'s> {
     /// Writes a new row for `kv.key` (a tombstone when `kv.version == 0`) and updates the indexes.
     fn write_row(&mut self, rev: Rev, kv: &KeyValue, prev: Option<&KeyValue>) {
         let tombstone = kv.version == 0;
-        self.batch.insert(row_key(rev), kv.encode_to_vec());
+        // Encoded once: the history row and the live row share the bytes.
+        let encoded = sled::IVec::from(kv.encode_to_vec());
+        self.batch.insert(row_key(rev), encoded.clone());
         let marker: &[u8] = if tombstone { &[1] } else { &[] };
         self.batch.insert(index_key(&kv.key, rev), marker);
         let old_lease = prev.map(|p| p.lease).unwrap_or(0);
@@ -380,7 +382,7 @@ impl<'s> WriteTxn<'s> {
             self.batch.remove(live_key(&kv.key));
             self.live.insert(kv.key.clone(), None);
         } else {
-            self.batch.insert(live_key(&kv.key), kv.encode_to_vec());
+            self.batch.insert(live_key(&kv.key), encoded);
             self.live.insert(kv.key.clone(), Some(kv.clone()));
         }
     }
