@@ -379,8 +379,8 @@ impl WatchStream {
         fragment: bool,
     ) -> Result<(), Closed> {
         let limit = self.node.config.max_request_bytes;
-        let total: usize = events.iter().map(|e| e.encoded_len()).sum();
-        if !fragment || total <= limit {
+        // Sizes are only needed by a watcher that asked for fragments.
+        if !fragment || events.iter().map(|e| e.encoded_len()).sum::<usize>() <= limit {
             let mut resp = self.response(id, revision);
             resp.events = events;
             return self.send(resp).await;

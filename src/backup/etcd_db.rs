@@ -304,7 +304,7 @@ mod tests {
     fn kv(key: &str, value: &str, create: i64, modified: i64, version: i64) -> KeyValue {
         KeyValue {
             key: key.into(),
-            value: value.into(),
+            value: value.as_bytes().to_vec().into(),
             create_revision: create,
             mod_revision: modified,
             version,

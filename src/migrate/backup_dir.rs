@@ -40,7 +40,7 @@ pub fn read(dir: &Path) -> Result<Vec<Entry>> {
         let value = std::fs::read(data_file(dir, i)).map_err(|e| io(&data_file(dir, i), e))?;
         out.push(Entry {
             key,
-            value,
+            value: value.into(),
             lease: 0,
         });
     }
@@ -62,7 +62,10 @@ pub fn write(dir: &Path, entries: &[Entry]) -> Result<()> {
         .create(dir)
         .map_err(|e| io(dir, e))?;
     for (i, e) in entries.iter().enumerate() {
-        for (path, bytes) in [(key_file(dir, i), &e.key), (data_file(dir, i), &e.value)] {
+        for (path, bytes) in [
+            (key_file(dir, i), e.key.as_slice()),
+            (data_file(dir, i), e.value.as_ref()),
+        ] {
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create(true)
@@ -138,12 +141,12 @@ mod tests {
         let entries = vec![
             Entry {
                 key: b"/registry/a".to_vec(),
-                value: vec![0, 1, 2, 255],
+                value: vec![0, 1, 2, 255].into(),
                 lease: 0,
             },
             Entry {
                 key: b"/registry/b".to_vec(),
-                value: vec![],
+                value: bytes::Bytes::new(),
                 lease: 0,
             },
         ];

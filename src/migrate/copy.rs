@@ -34,7 +34,7 @@ pub const BATCH_BYTES: usize = 1024 * 1024;
 #[derive(Clone, Debug)]
 pub struct Entry {
     pub key: Vec<u8>,
-    pub value: Vec<u8>,
+    pub value: bytes::Bytes,
     pub lease: i64,
 }
 

@@ -709,7 +709,7 @@ fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
                 Some(TargetUnion::Value(v)) => v,
                 _ => &[],
             };
-            kv.value.as_slice().cmp(want)
+            kv.value.as_ref().cmp(want)
         }
         Ok(target) => {
             let (have, want) = match (target, &c.target_union) {

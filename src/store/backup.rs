@@ -173,7 +173,7 @@ mod tests {
     fn put(key: &str, value: &str, lease: i64) -> Op {
         Op::Put(PutRequest {
             key: key.into(),
-            value: value.into(),
+            value: value.as_bytes().to_vec().into(),
             lease,
             ..Default::default()
         })

@@ -32,7 +32,7 @@ impl Fixture {
     fn put(&mut self, key: &str, value: &str) -> Applied {
         self.apply(Op::Put(PutRequest {
             key: key.into(),
-            value: value.into(),
+            value: value.as_bytes().to_vec().into(),
             ..Default::default()
         }))
         .expect("put")
@@ -99,7 +99,7 @@ fn put_assigns_revisions_versions_and_create_revision() {
     let kv = event.kv.as_ref().expect("kv");
     assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
     assert_eq!(
-        event.prev_kv.as_ref().map(|p| p.value.clone()),
+        event.prev_kv.as_ref().map(|p| p.value.to_vec()),
         Some(b"1".to_vec())
     );
 }
@@ -237,7 +237,7 @@ fn put_op(key: &str, value: &str) -> RequestOp {
     RequestOp {
         request: Some(request_op::Request::RequestPut(PutRequest {
             key: key.into(),
-            value: value.into(),
+            value: value.as_bytes().to_vec().into(),
             ..Default::default()
         })),
     }
@@ -281,7 +281,7 @@ fn txn_is_one_revision_with_sub_revisions_and_sees_its_own_writes() {
     let Some(response_op::Response::ResponseRange(get)) = &resp.responses[2].response else {
         panic!("range answer expected")
     };
-    assert_eq!(get.kvs[0].value, b"1");
+    assert_eq!(get.kvs[0].value.as_ref(), b"1");
     assert_eq!(get.header.as_ref().map(|h| h.revision), Some(2));
 }
 
@@ -393,7 +393,7 @@ fn a_group_applies_like_one_command_after_another() {
     let put = |k: &str, v: &str, lease: i64| {
         Command::new(Op::Put(PutRequest {
             key: k.into(),
-            value: v.into(),
+            value: v.as_bytes().to_vec().into(),
             lease,
             prev_kv: true,
             ..Default::default()
