@@ -391,6 +391,8 @@ impl<'s> WriteTxn<'s> {
         if !req.ignore_lease && req.lease != 0 && !self.lease_exists(req.lease)? {
             return Err(Error::LeaseNotFound);
         }
+        // Unless this command wrote the key already, its value before this command is `prev`.
+        let first_write_in_command = !self.live.contains_key(&req.key);
         let prev = self.get_live(&req.key)?;
         let (value, lease) = match (&prev, req.ignore_value || req.ignore_lease) {
             (None, true) => return Err(Error::KeyNotFound),
@@ -416,6 +418,8 @@ impl<'s> WriteTxn<'s> {
         self.write_row(rev, &kv, prev.as_ref());
         let event_prev = if kv.create_revision == kv.mod_revision {
             None
+        } else if first_write_in_command {
+            prev.clone()
         } else {
             self.before_command(&kv.key)?
         };
