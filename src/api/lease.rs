@@ -34,15 +34,19 @@ impl LeaseService {
     }
 }
 
+/// On the leader, before it answers for a lease it does not know: a grant answered by a
+/// follower may be committed but not yet applied here, so catch up with everything committed.
+async fn catch_up_if_unknown(node: &Node, id: i64) -> Result<(), Status> {
+    if !node.lessor.contains(id) {
+        node.read_barrier().await?;
+    }
+    Ok(())
+}
+
 /// Keep-alive on the leader (lease deadlines live there); 0 when the lease is gone.
 async fn renew(node: &Node, id: i64) -> Result<i64, Status> {
     let Some(leader) = node.leader_channel().await? else {
-        if let Some(ttl) = node.lessor.renew(id) {
-            return Ok(ttl);
-        }
-        // A grant answered by a follower may be committed but not yet applied here: catch up
-        // with everything committed, then look again before saying the lease is gone.
-        node.read_barrier().await?;
+        catch_up_if_unknown(node, id).await?;
         return Ok(node.lessor.renew(id).unwrap_or(0));
     };
     let forward = async {
@@ -146,10 +150,7 @@ impl Lease for LeaseService {
                 }
             };
         }
-        if !self.node.lessor.contains(req.id) {
-            // As for keep-alives: a grant answered by a follower may not be applied here yet.
-            self.node.read_barrier().await?;
-        }
+        catch_up_if_unknown(&self.node, req.id).await?;
         let header = Some(self.node.header(self.node.store.revision()));
         let Some(times) = self.node.lessor.times(req.id) else {
             return Ok(Response::new(LeaseTimeToLiveResponse {

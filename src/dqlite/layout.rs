@@ -140,21 +140,24 @@ fn apply_tuning(config: &mut ServeConfig, tuning: &Tuning) {
 
 /// This node and every member as dqlite describes them (role 0 voter, 1 standby).
 pub fn describe(node: &Node) -> Result<(NodeInfo, Vec<NodeInfo>)> {
-    let mut members = node.store.members()?;
-    if !members.iter().any(|m| m.id == node.member_id) {
-        // Not applied yet (a node that just joined): describe it from its own settings.
-        members.push(node.self_member());
-    }
-    let own_address = url_to_addr(&node.config.peer_url());
-    let mut all: Vec<NodeInfo> = members.iter().map(NodeInfo::of_member).collect();
-    let mut me = None;
-    for n in all.iter_mut().filter(|n| n.id == node.member_id) {
+    let (mine, others): (Vec<_>, Vec<_>) = node
+        .store
+        .members()?
+        .into_iter()
+        .partition(|m| m.id == node.member_id);
+    // Not applied yet (a node that just joined): described from its own settings.
+    let record = mine
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| node.self_member());
+    let me = NodeInfo {
         // This node is where its peer listener is, whatever an older record says.
-        n.address = own_address.clone();
-        me = Some(n.clone());
-    }
+        address: url_to_addr(&node.config.peer_url()),
+        ..NodeInfo::of_member(&record)
+    };
+    let mut all: Vec<NodeInfo> = others.iter().map(NodeInfo::of_member).collect();
+    all.push(me.clone());
     all.sort_by_key(|n| (n.role, n.id));
-    let me = me.unwrap_or_else(|| NodeInfo::of_member(&node.self_member()));
     Ok((me, all))
 }
 

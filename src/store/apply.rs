@@ -391,9 +391,13 @@ impl<'s> WriteTxn<'s> {
         if !req.ignore_lease && req.lease != 0 && !self.lease_exists(req.lease)? {
             return Err(Error::LeaseNotFound);
         }
-        // Unless this command wrote the key already, its value before this command is `prev`.
-        let first_write_in_command = !self.live.contains_key(&req.key);
-        let prev = self.get_live(&req.key)?;
+        // The value before this command (for the watch event) and the value this put replaces
+        // (different only when this command wrote the key already): one table read for both.
+        let before = self.before_command(&req.key)?;
+        let prev = match self.live.get(&req.key) {
+            Some(written) => written.clone(),
+            None => before.clone(),
+        };
         let (value, lease) = match (&prev, req.ignore_value || req.ignore_lease) {
             (None, true) => return Err(Error::KeyNotFound),
             (Some(p), true) => (
@@ -418,10 +422,8 @@ impl<'s> WriteTxn<'s> {
         self.write_row(rev, &kv, prev.as_ref());
         let event_prev = if kv.create_revision == kv.mod_revision {
             None
-        } else if first_write_in_command {
-            prev.clone()
         } else {
-            self.before_command(&kv.key)?
+            before
         };
         self.events.push(Event {
             r#type: EventType::Put as i32,
