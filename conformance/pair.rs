@@ -44,7 +44,16 @@ pub fn subject_name() -> &'static str {
 pub async fn start_servers() -> (Server, Server) {
     let oracle = tokio::task::spawn_blocking(Server::etcd);
     let subject = tokio::task::spawn_blocking(start_subject);
-    (oracle.await.unwrap(), subject.await.unwrap())
+    (started(oracle.await), started(subject.await))
+}
+
+/// The started server, or the start's own panic (its whole message, with the server's log).
+fn started(joined: Result<Server, tokio::task::JoinError>) -> Server {
+    match joined {
+        Ok(server) => server,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("starting a server: {e}"),
+    }
 }
 
 pub struct Pair {

@@ -213,6 +213,43 @@ mod cluster_helpers {
         assert_eq!(owner_of_connection(source, port, &[0, 1]), None);
         assert_eq!(owner_of_connection(source, port + 1, &[me]), None);
     }
+
+    #[test]
+    fn free_ports_are_distinct_bindable_and_outside_the_ephemeral_range() {
+        let ports: Vec<u16> = (0..200).map(|_| crate::support::free_port()).collect();
+        let distinct: std::collections::HashSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
+        assert!(
+            ports.iter().all(|p| (20_000..32_000).contains(p)),
+            "{ports:?}"
+        );
+        let first = ports[0];
+        assert!(std::net::TcpListener::bind(("127.0.0.1", first)).is_ok());
+    }
+
+    #[test]
+    fn a_hung_process_is_described_thread_by_thread() {
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // Wait until the child is `sleep` and asleep, not still the forked test process.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let report = loop {
+            let report =
+                crate::support::diagnose::process_report(sleeper.id(), &dir.path().join("data"));
+            if report.contains("\"sleep\" state S") || std::time::Instant::now() > deadline {
+                break report;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+        assert!(report.contains("State:"), "{report}");
+        assert!(report.contains("\"sleep\" state S"), "{report}");
+        assert!(report.contains("$ df -h"), "{report}");
+    }
 }
 
 mod linearizability {

@@ -334,8 +334,13 @@ impl Node {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let report = self
+            .child
+            .as_ref()
+            .map(|c| super::diagnose::process_report(c.id(), &self.dir))
+            .unwrap_or_default();
         Err(format!(
-            "{} did not listen within {:?}:\n{}",
+            "{} did not listen within {:?}:\n{}\n{report}",
             self.name,
             self.ready_timeout,
             self.log_tail(40)

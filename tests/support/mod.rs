@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod diagnose;
 pub mod linearizability;
 pub mod microk8s;
 pub mod proxy;
@@ -13,12 +14,33 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+/// The ports tests hand out: below Linux's ephemeral range (32768 and up), so that no outgoing
+/// connection of any process takes a port between the moment a test picks it and the moment
+/// its server binds it (or binds it again after a restart).
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A free TCP port on 127.0.0.1, never the same twice in one test process: ports are taken in
+/// turn from `TEST_PORTS`, starting at a point derived from the process id (test binaries run
+/// one after the other, but a bench or a second suite may run beside them), skipping any that
+/// cannot be bound right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(7919)) % span,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        let port = TEST_PORTS.start + offset as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {TEST_PORTS:?}")
 }
 
 /// Path of the raftkine binary under test.
@@ -215,8 +237,12 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let report = self
+            .pid()
+            .map(|pid| diagnose::process_report(pid, &self.data_dir))
+            .unwrap_or_default();
         panic!(
-            "{:?} did not listen within 30 s:\n{}",
+            "{:?} did not listen within 30 s:\n{}\n{report}",
             self.kind,
             self.log()
         );
