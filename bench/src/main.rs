@@ -5,6 +5,7 @@
 mod cli;
 mod compare;
 mod conn;
+mod grpc;
 mod keys;
 mod report;
 mod runner;

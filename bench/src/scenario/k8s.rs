@@ -95,7 +95,7 @@ pub async fn load_objects(
     let mut tasks = JoinSet::new();
     for lane in 0..lanes {
         let keys = keys.clone();
-        let mut kv = ctx.pool.client(lane).kv_client();
+        let mut kv = ctx.pool().await?.client(lane).kv_client();
         tasks.spawn(async move {
             let mut revs = Vec::new();
             for i in (lane..keys.len()).step_by(lanes) {

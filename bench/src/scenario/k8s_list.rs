@@ -46,10 +46,10 @@ pub async fn run(ctx: &Ctx, o: &K8sListOpts) -> Result<Report> {
 
     let pages = Arc::new(AtomicU64::new(0));
     let items = Arc::new(AtomicU64::new(0));
+    let pool = ctx.pool().await?;
     let workers = (0..ctx.clients)
         .map(|i| ListWorker {
-            kv: ctx
-                .pool
+            kv: pool
                 .client(i)
                 .kv_client()
                 .max_decoding_message_size(64 << 20),

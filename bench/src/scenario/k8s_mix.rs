@@ -335,13 +335,14 @@ pub async fn run(ctx: &Ctx, o: &K8sMixOpts) -> Result<Report> {
 
     let (stop_tx, stop_rx) = signal::channel(false);
     let compaction = tokio::spawn(compactor(
-        ctx.pool.client(0).kv_client(),
+        ctx.pool().await?.client(0).kv_client(),
         Duration::from_millis(o.compact_interval_ms.max(1)),
         stop_rx,
     ));
+    let pool = ctx.pool().await?;
     let workers = (0..ctx.clients)
         .map(|i| {
-            let client = ctx.pool.client(i);
+            let client = pool.client(i);
             MixWorker {
                 kv: client.kv_client().max_decoding_message_size(64 << 20),
                 watch: client.watch_client(),

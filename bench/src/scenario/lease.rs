@@ -31,7 +31,7 @@ impl Worker for KeepAliveWorker {
 pub async fn run(ctx: &Ctx) -> Result<Report> {
     let mut setup = JoinSet::new();
     for i in 0..ctx.clients {
-        let mut lease = ctx.pool.client(i).lease_client();
+        let mut lease = ctx.pool().await?.client(i).lease_client();
         setup.spawn(async move {
             let granted = lease.grant(100, None).await?;
             // Opening the stream makes (and waits for) a first keep-alive round trip.

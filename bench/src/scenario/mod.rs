@@ -15,15 +15,19 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
+use tokio::sync::OnceCell;
+
 use crate::cli::{Cli, Command, GlobalOpts};
-use crate::conn::Pool;
+use crate::conn::{LeanPool, Pool};
 use crate::keys::KeyGen;
 use crate::report::Report;
 use crate::runner::Limits;
 
-/// What every scenario gets: connections, limits and key/value shapes.
+/// What every scenario gets: connections (opened on first use, so a scenario holds only the
+/// kind it uses), limits and key/value shapes.
 pub struct Ctx {
-    pub pool: Pool,
+    pool: OnceCell<Pool>,
+    lean: OnceCell<LeanPool>,
     pub clients: usize,
     pub keys: KeyGen,
     pub val_size: usize,
@@ -31,6 +35,20 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The `etcd-client` connections.
+    pub async fn pool(&self) -> Result<&Pool> {
+        self.pool
+            .get_or_try_init(|| Pool::connect(&self.global.endpoints, self.global.conns))
+            .await
+    }
+
+    /// The lean unary connections.
+    pub async fn lean(&self) -> Result<&LeanPool> {
+        self.lean
+            .get_or_try_init(|| LeanPool::connect(&self.global.endpoints, self.global.conns))
+            .await
+    }
+
     /// Limits for a run of `default_total` requests unless --total says otherwise.
     pub fn limits(&self, default_total: u64) -> Limits {
         Limits {
@@ -49,7 +67,8 @@ pub async fn run(cli: &Cli) -> Result<Report> {
         bail!("--clients must be at least 1");
     }
     let ctx = Ctx {
-        pool: Pool::connect(&g.endpoints, g.conns).await?,
+        pool: OnceCell::new(),
+        lean: OnceCell::new(),
         clients: g.clients,
         keys: KeyGen::new(g.key_size, g.key_space_size, g.sequential_keys),
         val_size: g.val_size,

@@ -62,7 +62,7 @@ pub(super) async fn open_stream(
     options: WatchOptions,
     watchers: usize,
 ) -> Result<WatchStream> {
-    let mut client = ctx.pool.client(index).watch_client();
+    let mut client = ctx.pool().await?.client(index).watch_client();
     let mut stream = client.watch(key, Some(options.clone())).await?;
     for _ in 1..watchers {
         stream.watch(key, Some(options.clone())).await?;
@@ -158,9 +158,10 @@ pub async fn run(ctx: &Ctx, o: &WatchOpts) -> Result<Report> {
         .map(|s| tokio::spawn(receive(s, base, target_rx.clone())))
         .collect();
 
+    let pool = ctx.pool().await?;
     let workers = (0..ctx.clients)
         .map(|i| StampedPutWorker {
-            kv: ctx.pool.client(i).kv_client(),
+            kv: pool.client(i).kv_client(),
             base,
             val_size: ctx.val_size.max(8),
             key_space: ctx.global.key_space_size.max(1),

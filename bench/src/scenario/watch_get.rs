@@ -48,7 +48,7 @@ async fn catch_up(
 }
 
 pub async fn run(ctx: &Ctx, o: &WatchGetOpts) -> Result<Report> {
-    let mut kv = ctx.pool.client(0).kv_client();
+    let mut kv = ctx.pool().await?.client(0).kv_client();
     let mut first_rev = 0;
     for i in 0..o.watch_events.max(1) {
         let resp = kv.put(WATCH_KEY, i.to_string(), None).await?;
@@ -94,7 +94,7 @@ pub async fn run(ctx: &Ctx, o: &WatchGetOpts) -> Result<Report> {
             continue;
         }
         catchers.spawn(catch_up(
-            ctx.pool.client(s),
+            ctx.pool().await?.client(s),
             watchers,
             first_rev,
             o.watch_events.max(1) as u64,
