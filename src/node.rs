@@ -81,6 +81,7 @@ impl Node {
         let raft = RaftHandle::start(
             RaftOptions {
                 id: identity.member_id,
+                wal_dir: crate::raft::wal_dir(&config.storage_dir),
                 start: identity.log_start(),
                 tick,
                 election_ticks: election_ticks as usize,

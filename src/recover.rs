@@ -125,7 +125,7 @@ async fn run(
     })?;
     let identity = Identity::load(store.db(), dir)?
         .ok_or_else(|| Error::Config(format!("{} holds no raftkine member", dir.display())))?;
-    let log = LogStore::open(store.db(), identity.log_start())?;
+    let log = LogStore::open(store.db(), &crate::raft::wal_dir(dir), identity.log_start())?;
     let members = store.members()?;
     let old = log.conf_state();
     refuse_if_quorum_reachable(&identity, &members, &old).await?;

@@ -122,7 +122,7 @@ fn build(dir: &Path, history: &crate::store::backup::History, name: &str) -> Res
     let store = Store::open(dir)?;
     let identity = Identity::bootstrap(store.db(), dir, name)?;
     store.install_history(history, RESTORED_INDEX)?;
-    LogStore::open(store.db(), identity.log_start())?;
+    LogStore::open(store.db(), &crate::raft::wal_dir(dir), identity.log_start())?;
     store.flush()?;
     Ok(identity)
 }

@@ -1,22 +1,32 @@
-//! raft-rs's `Storage` kept in sled: the log (index → entry), the hard state and the conf state.
+//! raft-rs's `Storage`: the log and the hard state in the write-ahead log (`super::wal`), the
+//! conf state beside the revision table in sled (it is applied state, and so follows the table's
+//! applied index), and the newest entries in memory for applying and for followers.
 //!
-//! The log shares the sled database with the revision table, so the one flush per Ready that
-//! makes new entries durable also covers everything applied before it (group commit).
+//! Durability: new entries and hard states are durable once [`LogStore::sync`] returns (one
+//! fdatasync per Ready); the table is flushed lazily, and the log keeps every entry the table
+//! may not have flushed yet (see [`LogStore::compact`]).
 
-use std::sync::RwLock;
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 
-use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 
+use super::wal::{Origin, Wal};
 use crate::error::{Error, Result};
 
-const HARD_STATE: &[u8] = b"hard_state";
 const CONF_STATE: &[u8] = b"conf_state";
-/// (index, term) of the last entry removed by log compaction.
-const TRUNCATED: &[u8] = b"truncated";
 /// Present while a snapshot from the leader is being installed.
 const INSTALLING: &[u8] = b"installing_snapshot";
+/// Keys of the raft state an older layout kept in sled (carried into the WAL once).
+const OLD_HARD_STATE: &[u8] = b"hard_state";
+const OLD_TRUNCATED: &[u8] = b"truncated";
+
+/// Where a member's write-ahead log lives in its storage dir.
+pub fn wal_dir(storage_dir: &Path) -> std::path::PathBuf {
+    storage_dir.join("wal")
+}
 
 /// How a log that does not exist yet begins.
 #[derive(Clone, Debug)]
@@ -25,31 +35,83 @@ pub enum LogStart {
     Join,
 }
 
-#[derive(Default, Clone)]
-struct Cached {
-    hard_state: HardState,
-    conf_state: ConfState,
-    truncated_index: u64,
-    truncated_term: u64,
-    last_index: u64,
+/// How many of the newest entries are kept in memory, and up to how many bytes of data.
+const RECENT_ENTRIES: usize = 4096;
+const RECENT_BYTES: usize = 8 * 1024 * 1024;
+
+/// The newest entries, in index order.
+#[derive(Default)]
+struct Recent {
+    entries: VecDeque<Entry>,
+    bytes: usize,
+}
+
+impl Recent {
+    fn first(&self) -> Option<u64> {
+        self.entries.front().map(|e| e.index)
+    }
+
+    /// Adds entries following (or replacing the tail of) those held.
+    fn extend(&mut self, new: &[Entry]) {
+        let Some(first) = new.first() else {
+            return;
+        };
+        while self.entries.back().is_some_and(|e| e.index >= first.index) {
+            self.pop_back();
+        }
+        if self
+            .entries
+            .back()
+            .is_some_and(|e| e.index + 1 != first.index)
+        {
+            self.entries.clear();
+            self.bytes = 0;
+        }
+        for e in new {
+            self.bytes += e.data.len();
+            self.entries.push_back(e.clone());
+        }
+        while self.entries.len() > RECENT_ENTRIES
+            || (self.bytes > RECENT_BYTES && self.entries.len() > 1)
+        {
+            if let Some(e) = self.entries.pop_front() {
+                self.bytes -= e.data.len();
+            }
+        }
+    }
+
+    fn pop_back(&mut self) {
+        if let Some(e) = self.entries.pop_back() {
+            self.bytes -= e.data.len();
+        }
+    }
+
+    fn forget_through(&mut self, index: u64) {
+        while self.entries.front().is_some_and(|e| e.index <= index) {
+            if let Some(e) = self.entries.pop_front() {
+                self.bytes -= e.data.len();
+            }
+        }
+    }
+
+    fn get(&self, index: u64) -> Option<&Entry> {
+        let first = self.first()?;
+        self.entries.get(index.checked_sub(first)? as usize)
+    }
 }
 
 /// The persistent raft log.
 pub struct LogStore {
-    log: sled::Tree,
+    wal: Mutex<Wal>,
+    /// The conf state as of the table's applied index.
     state: sled::Tree,
-    cached: RwLock<Cached>,
+    conf_state: Mutex<ConfState>,
+    recent: Mutex<Recent>,
     /// Produces (applied index, table export) when raft needs a snapshot for a lagging member.
     snapshot_source: Option<SnapshotSource>,
     /// The last run crashed while installing a snapshot (the table must be emptied).
     pub interrupted_install: bool,
-    /// The newest entries, in index order: committed entries are read back from here for
-    /// applying rather than from sled.
-    recent: RwLock<std::collections::VecDeque<Entry>>,
 }
-
-/// How many of the newest entries [`LogStore`] keeps in memory.
-const RECENT_ENTRIES: usize = 16 * 1024;
 
 /// See [`LogStore::set_snapshot_source`].
 pub type SnapshotSource = Box<dyn Fn() -> Result<(u64, Vec<u8>)> + Send + Sync>;
@@ -58,66 +120,72 @@ fn storage_err(e: impl std::fmt::Display) -> raft::Error {
     raft::Error::Store(StorageError::Other(e.to_string().into()))
 }
 
-fn index_key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl LogStore {
-    /// Opens the log in `db`. A brand-new log starts as `start` says: a new cluster's first
-    /// member starts with itself as the only voter, recorded as a snapshot at index 1 (so members
-    /// that join later always receive the membership through a snapshot); a joining member starts
-    /// empty and learns everything from the leader.
-    pub fn open(db: &sled::Db, start: LogStart) -> Result<LogStore> {
-        let log = db.open_tree("raft_log")?;
+    /// Opens the log kept in `wal_dir`, with the conf state in `db`. A brand-new log starts as
+    /// `start` says: a new cluster's first member starts with itself as the only voter, recorded
+    /// as a snapshot at index 1 (so members that join later always receive the membership
+    /// through a snapshot); a joining member starts empty and learns everything from the leader.
+    /// A log kept in sled by an older raftkine is moved into `wal_dir`.
+    pub fn open(db: &sled::Db, wal_dir: &Path, start: LogStart) -> Result<LogStore> {
         let state = db.open_tree("raft_state")?;
-        let mut cached = Cached::default();
-        if let Some(b) = state.get(HARD_STATE)? {
-            cached.hard_state = parse(&b)?;
-        }
-        match state.get(CONF_STATE)? {
-            Some(b) => cached.conf_state = parse(&b)?,
-            None => {
-                if let LogStart::NewCluster { voters } = &start {
-                    cached.conf_state.set_voters(voters.clone());
-                    cached.hard_state.set_term(1);
-                    cached.hard_state.set_commit(1);
-                    let mut truncated = 1u64.to_be_bytes().to_vec();
-                    truncated.extend_from_slice(&1u64.to_be_bytes());
-                    state.insert(TRUNCATED, truncated)?;
-                    state.insert(HARD_STATE, write(&cached.hard_state)?)?;
+        let old_log = db.open_tree("raft_log")?;
+        let mut conf_state = match state.get(CONF_STATE)? {
+            Some(b) => parse(&b)?,
+            None => ConfState::default(),
+        };
+        if !Wal::exists(wal_dir) {
+            let (origin, entries) = match state.get(OLD_HARD_STATE)? {
+                Some(hs) => carried_over(&state, &old_log, parse(&hs)?)?,
+                None => {
+                    let mut origin = Origin::default();
+                    if let LogStart::NewCluster { voters } = &start {
+                        conf_state.set_voters(voters.clone());
+                        origin.prev_index = 1;
+                        origin.prev_term = 1;
+                        origin.hard_state.set_term(1);
+                        origin.hard_state.set_commit(1);
+                    }
+                    state.insert(CONF_STATE, write(&conf_state)?)?;
+                    db.flush()?;
+                    (origin, vec![])
                 }
-                state.insert(CONF_STATE, write(&cached.conf_state)?)?;
-            }
+            };
+            Wal::create(wal_dir, &origin, &entries)?;
         }
-        if let Some(b) = state.get(TRUNCATED)? {
-            if b.len() == 16 {
-                cached.truncated_index = u64::from_be_bytes(b[..8].try_into().unwrap_or([0; 8]));
-                cached.truncated_term = u64::from_be_bytes(b[8..].try_into().unwrap_or([0; 8]));
-            }
+        // The older layout's keys are gone once the WAL holds the log.
+        if state.contains_key(OLD_HARD_STATE)? || !old_log.is_empty() {
+            old_log.clear()?;
+            state.remove(OLD_HARD_STATE)?;
+            state.remove(OLD_TRUNCATED)?;
+            db.flush()?;
         }
+        let mut wal = Wal::open(wal_dir)?;
         let interrupted_install = state.contains_key(INSTALLING)?;
         if interrupted_install {
             // A crash while installing a snapshot: the table is not trustworthy. Keep term and
             // vote (raft safety), forget the log, and let the leader send a snapshot again.
-            log.clear()?;
-            state.remove(TRUNCATED)?;
-            state.remove(INSTALLING)?;
-            cached.hard_state.set_commit(0);
-            state.insert(HARD_STATE, write(&cached.hard_state)?)?;
-            cached.conf_state = ConfState::default();
-            state.insert(CONF_STATE, write(&cached.conf_state)?)?;
+            let mut hard_state = wal.hard_state().clone();
+            hard_state.set_commit(0);
+            wal.reset(&Origin {
+                prev_index: 0,
+                prev_term: 0,
+                hard_state,
+            })?;
+            conf_state = ConfState::default();
+            state.insert(CONF_STATE, write(&conf_state)?)?;
+            db.flush()?;
         }
-        cached.last_index = match log.last()? {
-            Some((k, _)) => u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])),
-            None => cached.truncated_index,
-        };
         Ok(LogStore {
-            log,
+            wal: Mutex::new(wal),
             state,
-            cached: RwLock::new(cached),
+            conf_state: Mutex::new(conf_state),
+            recent: Mutex::new(Recent::default()),
             snapshot_source: None,
             interrupted_install,
-            recent: RwLock::new(std::collections::VecDeque::new()),
         })
     }
 
@@ -126,56 +194,133 @@ impl LogStore {
         self.snapshot_source = Some(source);
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Cached> {
-        self.cached.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write_cache(&self) -> std::sync::RwLockWriteGuard<'_, Cached> {
-        self.cached.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Appends entries, replacing any conflicting tail. Not flushed here.
+    /// Appends entries, replacing any conflicting tail; durable after the next [`sync`].
+    ///
+    /// [`sync`]: LogStore::sync
     pub fn append(&self, entries: &[Entry]) -> Result<()> {
-        let Some(first) = entries.first() else {
+        if entries.is_empty() {
             return Ok(());
-        };
-        let mut batch = sled::Batch::default();
-        let old_last = self.read().last_index;
-        for stale in first.index..=old_last {
-            batch.remove(&index_key(stale));
         }
-        for e in entries {
-            batch.insert(&index_key(e.index), write(e)?);
+        lock(&self.wal).append(entries)?;
+        lock(&self.recent).extend(entries);
+        Ok(())
+    }
+
+    /// Makes appended entries and hard states durable.
+    pub fn sync(&self) -> Result<()> {
+        lock(&self.wal).sync()
+    }
+
+    /// Records a hard state; written and durable with the next [`LogStore::sync`] (a commit
+    /// index needs no sync of its own: it is raised to the table's applied index at start).
+    pub fn set_hard_state(&self, hs: &HardState) -> Result<()> {
+        lock(&self.wal).set_hard_state(hs)
+    }
+
+    pub fn set_commit(&self, commit: u64) -> Result<()> {
+        let mut hs = self.hard_state();
+        if hs.commit == commit {
+            return Ok(());
         }
-        self.log.apply_batch(batch)?;
-        if let Some(last) = entries.last() {
-            self.write_cache().last_index = last.index;
-        }
-        let mut recent = self.recent.write().unwrap_or_else(|p| p.into_inner());
-        while recent.back().is_some_and(|e| e.index >= first.index) {
-            recent.pop_back();
-        }
-        if recent.back().is_some_and(|e| e.index + 1 != first.index) {
-            recent.clear();
-        }
-        recent.extend(entries.iter().cloned());
-        while recent.len() > RECENT_ENTRIES {
-            recent.pop_front();
+        hs.set_commit(commit);
+        self.set_hard_state(&hs)
+    }
+
+    fn hard_state(&self) -> HardState {
+        lock(&self.wal).hard_state().clone()
+    }
+
+    /// Raises the persisted commit index to at least `index` (an index known to be committed).
+    pub fn raise_commit_to(&self, index: u64) -> Result<()> {
+        let last = lock(&self.wal).last_index();
+        if self.hard_state().commit < index && index <= last {
+            self.set_commit(index)?;
+            self.sync()?;
         }
         Ok(())
     }
 
+    /// Records the conf state (with the table, which flushes it).
+    pub fn set_conf_state(&self, cs: &ConfState) -> Result<()> {
+        self.state.insert(CONF_STATE, write(cs)?)?;
+        *lock(&self.conf_state) = cs.clone();
+        Ok(())
+    }
+
+    pub fn conf_state(&self) -> ConfState {
+        lock(&self.conf_state).clone()
+    }
+
+    /// Drops entries up to and including `index` (already applied); their files go once the
+    /// table is durable past them (`durable`: its applied index at its last flush).
+    pub fn compact(&self, index: u64, durable: u64) -> Result<()> {
+        lock(&self.wal).compact(index, durable)?;
+        lock(&self.recent).forget_through(index);
+        Ok(())
+    }
+
+    /// Marks the start of a snapshot install (see `LogStore::open`); durable once the table
+    /// is flushed.
+    pub fn begin_snapshot_install(&self) -> Result<()> {
+        self.state.insert(INSTALLING, &[])?;
+        Ok(())
+    }
+
+    /// After an interrupted install: the table was emptied, the member waits for a snapshot.
+    pub fn end_interrupted_install(&self) -> Result<()> {
+        self.state.remove(INSTALLING)?;
+        Ok(())
+    }
+
+    /// Replaces the log by a snapshot received from the leader (the table was installed and
+    /// flushed first), ending the install.
+    pub fn apply_snapshot(&self, meta: &SnapshotMetadata) -> Result<()> {
+        let mut hard_state = self.hard_state();
+        if hard_state.commit < meta.index {
+            hard_state.set_commit(meta.index);
+        }
+        if hard_state.term < meta.term {
+            hard_state.set_term(meta.term);
+        }
+        lock(&self.wal).reset(&Origin {
+            prev_index: meta.index,
+            prev_term: meta.term,
+            hard_state,
+        })?;
+        *lock(&self.recent) = Recent::default();
+        self.set_conf_state(meta.get_conf_state())?;
+        self.state.remove(INSTALLING)?;
+        Ok(())
+    }
+
+    /// The (index, term) a snapshot of the table at `applied` would carry.
+    pub fn snapshot_point(&self, applied: u64) -> raft::Result<(u64, u64)> {
+        let index = applied.max(lock(&self.wal).origin().0);
+        Ok((index, self.term(index)?))
+    }
+
+    pub fn first_index_now(&self) -> u64 {
+        lock(&self.wal).origin().0 + 1
+    }
+
+    /// Index of the last entry in the log.
+    pub fn last_index_now(&self) -> u64 {
+        lock(&self.wal).last_index()
+    }
+
     /// Entries `low..high` from memory, when all of them are there.
     fn recent_entries(&self, low: u64, high: u64, max_size: u64) -> Option<Vec<Entry>> {
-        let recent = self.recent.read().unwrap_or_else(|p| p.into_inner());
-        let first = recent.front()?.index;
-        let last = recent.back()?.index;
-        if low < first || high > last + 1 {
+        let recent = lock(&self.recent);
+        let first = recent.first()?;
+        if low < first || recent.get(high - 1).is_none() {
             return None;
         }
         let mut out = Vec::with_capacity((high - low) as usize);
         let mut size = 0u64;
-        for e in recent.range((low - first) as usize..(high - first) as usize) {
+        for e in recent
+            .entries
+            .range((low - first) as usize..(high - first) as usize)
+        {
             size += u64::from(protobuf::Message::compute_size(e));
             if !out.is_empty() && size > max_size {
                 break;
@@ -184,106 +329,41 @@ impl LogStore {
         }
         Some(out)
     }
+}
 
-    pub fn set_hard_state(&self, hs: &HardState) -> Result<()> {
-        self.state.insert(HARD_STATE, write(hs)?)?;
-        self.write_cache().hard_state = hs.clone();
-        Ok(())
-    }
-
-    pub fn set_commit(&self, commit: u64) -> Result<()> {
-        let mut hs = self.read().hard_state.clone();
-        hs.set_commit(commit);
-        self.set_hard_state(&hs)
-    }
-
-    /// Raises the persisted commit index to at least `index` (an index known to be committed).
-    pub fn raise_commit_to(&self, index: u64) -> Result<()> {
-        let hs = self.read().hard_state.clone();
-        if hs.commit < index && index <= self.read().last_index {
-            self.set_commit(index)?;
+/// The log an older raftkine kept in sled: (its origin and hard state, its entries).
+fn carried_over(
+    state: &sled::Tree,
+    old_log: &sled::Tree,
+    hard_state: HardState,
+) -> Result<(Origin, Vec<Entry>)> {
+    let (prev_index, prev_term) = match state.get(OLD_TRUNCATED)? {
+        Some(b) if b.len() == 16 => (
+            u64::from_be_bytes(b[..8].try_into().unwrap_or([0; 8])),
+            u64::from_be_bytes(b[8..].try_into().unwrap_or([0; 8])),
+        ),
+        _ => (0, 0),
+    };
+    let mut entries = vec![];
+    for item in old_log.iter() {
+        let (_, v) = item?;
+        let e: Entry = parse(&v)?;
+        if e.index > prev_index {
+            entries.push(e);
         }
-        Ok(())
     }
-
-    pub fn set_conf_state(&self, cs: &ConfState) -> Result<()> {
-        self.state.insert(CONF_STATE, write(cs)?)?;
-        self.write_cache().conf_state = cs.clone();
-        Ok(())
-    }
-
-    pub fn conf_state(&self) -> ConfState {
-        self.read().conf_state.clone()
-    }
-
-    /// Drops entries up to and including `index` (already applied and durable in the table).
-    pub fn compact(&self, index: u64) -> Result<()> {
-        let (truncated, last) = {
-            let c = self.read();
-            (c.truncated_index, c.last_index)
-        };
-        if index <= truncated || index > last {
-            return Ok(());
-        }
-        let term = self.term(index).map_err(Error::Raft)?;
-        let mut value = index.to_be_bytes().to_vec();
-        value.extend_from_slice(&term.to_be_bytes());
-        self.state.insert(TRUNCATED, value)?;
-        let mut batch = sled::Batch::default();
-        for i in truncated + 1..=index {
-            batch.remove(&index_key(i));
-        }
-        self.log.apply_batch(batch)?;
-        let mut c = self.write_cache();
-        c.truncated_index = index;
-        c.truncated_term = term;
-        Ok(())
-    }
-
-    /// Marks the start of a snapshot install (see `LogStore::open`).
-    pub fn begin_snapshot_install(&self) -> Result<()> {
-        self.state.insert(INSTALLING, &[])?;
-        Ok(())
-    }
-
-    /// Replaces the log by a snapshot received from the leader (the table was installed first),
-    /// ending the install.
-    pub fn apply_snapshot(&self, meta: &SnapshotMetadata) -> Result<()> {
-        let index = meta.index;
-        let mut value = index.to_be_bytes().to_vec();
-        value.extend_from_slice(&meta.term.to_be_bytes());
-        self.log.clear()?;
-        self.recent
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-        self.state.insert(TRUNCATED, value)?;
-        self.set_conf_state(meta.get_conf_state())?;
-        let mut hs = self.read().hard_state.clone();
-        if hs.commit < index {
-            hs.set_commit(index);
-        }
-        if hs.term < meta.term {
-            hs.set_term(meta.term);
-        }
-        self.set_hard_state(&hs)?;
-        self.state.remove(INSTALLING)?;
-        let mut c = self.write_cache();
-        c.truncated_index = index;
-        c.truncated_term = meta.term;
-        c.last_index = index;
-        Ok(())
-    }
-
-    /// The (index, term) a snapshot of the table at `applied` would carry.
-    pub fn snapshot_point(&self, applied: u64) -> raft::Result<(u64, u64)> {
-        let index = applied.max(self.read().truncated_index);
-        Ok((index, self.term(index)?))
-    }
-
-    pub fn first_index_now(&self) -> u64 {
-        self.read().truncated_index + 1
-    }
+    tracing::info!(
+        entries = entries.len(),
+        "moving the raft log from the table into the write-ahead log"
+    );
+    Ok((
+        Origin {
+            prev_index,
+            prev_term,
+            hard_state,
+        },
+        entries,
+    ))
 }
 
 fn write<M: protobuf::Message>(m: &M) -> Result<Vec<u8>> {
@@ -297,8 +377,7 @@ fn parse<M: protobuf::Message>(b: &[u8]) -> Result<M> {
 
 impl Storage for LogStore {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        let c = self.read();
-        Ok(RaftState::new(c.hard_state.clone(), c.conf_state.clone()))
+        Ok(RaftState::new(self.hard_state(), self.conf_state()))
     }
 
     fn entries(
@@ -309,25 +388,24 @@ impl Storage for LogStore {
         _context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
         let max_size = max_size.into().unwrap_or(u64::MAX);
-        let (first, last) = {
-            let c = self.read();
-            (c.truncated_index + 1, c.last_index)
-        };
+        let wal = lock(&self.wal);
+        let (first, last) = (wal.origin().0 + 1, wal.last_index());
         if low < first {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
         if high > last + 1 {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
+        drop(wal);
         if let Some(found) = self.recent_entries(low, high, max_size) {
             return Ok(found);
         }
+        let wal = lock(&self.wal);
         let mut out = Vec::with_capacity((high - low) as usize);
         let mut size = 0u64;
-        for item in self.log.range(index_key(low)..index_key(high)) {
-            let (_, v) = item.map_err(storage_err)?;
-            let e: Entry = Entry::parse_from_bytes(&v).map_err(storage_err)?;
-            size += v.len() as u64;
+        for index in low..high {
+            let e = wal.read_entry(index).map_err(storage_err)?;
+            size += u64::from(protobuf::Message::compute_size(&e));
             if !out.is_empty() && size > max_size {
                 break;
             }
@@ -337,41 +415,21 @@ impl Storage for LogStore {
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
-        let (truncated_index, truncated_term, last) = {
-            let c = self.read();
-            (c.truncated_index, c.truncated_term, c.last_index)
-        };
-        if idx == truncated_index {
-            return Ok(truncated_term);
-        }
-        if idx < truncated_index {
+        let wal = lock(&self.wal);
+        let (prev_index, _) = wal.origin();
+        if idx < prev_index {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
-        if idx > last {
-            return Err(raft::Error::Store(StorageError::Unavailable));
-        }
-        {
-            let recent = self.recent.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(first) = recent.front().map(|e| e.index) {
-                if idx >= first {
-                    if let Some(e) = recent.get((idx - first) as usize) {
-                        return Ok(e.term);
-                    }
-                }
-            }
-        }
-        match self.log.get(index_key(idx)).map_err(storage_err)? {
-            Some(v) => Ok(Entry::parse_from_bytes(&v).map_err(storage_err)?.term),
-            None => Err(raft::Error::Store(StorageError::Unavailable)),
-        }
+        wal.term(idx)
+            .ok_or(raft::Error::Store(StorageError::Unavailable))
     }
 
     fn first_index(&self) -> raft::Result<u64> {
-        Ok(self.read().truncated_index + 1)
+        Ok(self.first_index_now())
     }
 
     fn last_index(&self) -> raft::Result<u64> {
-        Ok(self.read().last_index)
+        Ok(self.last_index_now())
     }
 
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
@@ -394,5 +452,95 @@ impl Storage for LogStore {
         meta.term = term;
         meta.set_conf_state(self.conf_state());
         Ok(snapshot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            data: format!("command {index}").into_bytes().into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_log_kept_in_sled_by_an_older_version_moves_into_the_wal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = sled::Config::new()
+            .path(tmp.path().join("db"))
+            .open()
+            .unwrap();
+        let state = db.open_tree("raft_state").unwrap();
+        let old_log = db.open_tree("raft_log").unwrap();
+        let hs = HardState {
+            term: 4,
+            vote: 9,
+            commit: 12,
+            ..Default::default()
+        };
+        state.insert(OLD_HARD_STATE, write(&hs).unwrap()).unwrap();
+        let mut truncated = 10u64.to_be_bytes().to_vec();
+        truncated.extend_from_slice(&3u64.to_be_bytes());
+        state.insert(OLD_TRUNCATED, truncated).unwrap();
+        let cs = ConfState {
+            voters: vec![9],
+            ..Default::default()
+        };
+        state.insert(CONF_STATE, write(&cs).unwrap()).unwrap();
+        for i in 11u64..=13 {
+            old_log
+                .insert(i.to_be_bytes(), write(&entry(i, 4)).unwrap())
+                .unwrap();
+        }
+
+        let wal = wal_dir(tmp.path());
+        let log = LogStore::open(&db, &wal, LogStart::Join).unwrap();
+        let check = |log: &LogStore| {
+            let state = log.initial_state().unwrap();
+            assert_eq!(state.hard_state, hs);
+            assert_eq!(state.conf_state.voters, vec![9]);
+            assert_eq!(log.first_index().unwrap(), 11);
+            assert_eq!(log.last_index().unwrap(), 13);
+            assert_eq!(log.term(10).unwrap(), 3);
+            let entries = log
+                .entries(11, 14, None, GetEntriesContext::empty(false))
+                .unwrap();
+            assert_eq!(entries, vec![entry(11, 4), entry(12, 4), entry(13, 4)]);
+        };
+        check(&log);
+        assert!(old_log.is_empty());
+        assert!(!state.contains_key(OLD_HARD_STATE).unwrap());
+        drop(log);
+        // Opened again, it reads the WAL (the sled trees are empty now).
+        check(&LogStore::open(&db, &wal, LogStart::Join).unwrap());
+    }
+
+    #[test]
+    fn a_new_cluster_starts_with_a_snapshot_at_index_1_and_entries_come_back_from_disk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = sled::Config::new()
+            .path(tmp.path().join("db"))
+            .open()
+            .unwrap();
+        let wal = wal_dir(tmp.path());
+        let log = LogStore::open(&db, &wal, LogStart::NewCluster { voters: vec![5] }).unwrap();
+        assert_eq!(log.first_index().unwrap(), 2);
+        assert_eq!(log.term(1).unwrap(), 1);
+        assert_eq!(log.conf_state().voters, vec![5]);
+        let many: Vec<Entry> = (2..2 + RECENT_ENTRIES as u64 + 10)
+            .map(|i| entry(i, 1))
+            .collect();
+        log.append(&many).unwrap();
+        log.sync().unwrap();
+        // The oldest of them are no longer in memory: read back from the segment.
+        let got = log
+            .entries(2, 5, None, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(got, many[..3].to_vec());
     }
 }

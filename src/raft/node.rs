@@ -1,6 +1,8 @@
 //! The raft thread: owns the `RawNode`, turns proposals into log entries, makes them durable
-//! (one sled flush per Ready: group commit), applies committed entries through `Store::apply`,
-//! publishes their events to the watch hub and answers the proposers — in that order.
+//! (one fdatasync of the write-ahead log per Ready: group commit), applies committed entries
+//! through `Store::apply`, publishes their events to the watch hub and answers the proposers —
+//! in that order. A second thread flushes the table in sled every [`TABLE_FLUSH_INTERVAL`];
+//! the log keeps what the table has not flushed yet.
 //!
 //! Linearizable reads ask for a ReadIndex; all reads waiting in one loop turn share one request,
 //! and each is released once the applied index reaches the read index. Messages to other members
@@ -39,6 +41,8 @@ use crate::watch::WatchHub;
 pub struct RaftOptions {
     /// This member's raft id (never 0).
     pub id: u64,
+    /// Where the write-ahead log lives.
+    pub wal_dir: std::path::PathBuf,
     /// How the log begins when it does not exist yet.
     pub start: LogStart,
     /// Heartbeat interval (one raft tick).
@@ -64,6 +68,8 @@ pub struct RaftStatus {
     pub term: AtomicU64,
     pub commit_index: AtomicU64,
     pub applied_index: AtomicU64,
+    /// The table's applied index as of its last flush (the log is kept after it).
+    pub durable_index: AtomicU64,
     pub is_leader: AtomicBool,
     pub is_learner: AtomicBool,
     pub stopped: AtomicBool,
@@ -130,7 +136,12 @@ pub struct RaftHandle {
     requests: mpsc::Sender<Request>,
     pub status: Arc<RaftStatus>,
     thread: Option<JoinHandle<()>>,
+    flusher: Option<JoinHandle<()>>,
 }
+
+/// How often the table is flushed to disk (the write-ahead log covers it in between; a
+/// restart applies at most this much of the log again).
+pub const TABLE_FLUSH_INTERVAL: Duration = Duration::from_millis(500);
 
 impl RaftHandle {
     /// Starts the raft thread over the store's database.
@@ -142,10 +153,12 @@ impl RaftHandle {
         transport: Arc<Transport>,
         peer_health: Arc<PeerHealth>,
     ) -> Result<RaftHandle> {
-        let mut log = LogStore::open(store.db(), options.start.clone())?;
+        let mut log = LogStore::open(store.db(), &options.wal_dir, options.start.clone())?;
         if log.interrupted_install {
             tracing::warn!("the last snapshot install was interrupted; waiting for a new one");
             store.clear()?;
+            log.end_interrupted_install()?;
+            store.flush()?;
         }
         // Entries are applied only once committed: a commit index on disk below the applied
         // index (a crash between the two writes) is raised to it.
@@ -170,6 +183,9 @@ impl RaftHandle {
         // Reads wait for this index to reach their read index: it starts where the table is
         // (a restarted member with nothing new to apply would otherwise hold every read).
         status.applied_index.store(applied, Ordering::Release);
+        status
+            .durable_index
+            .store(store.applied_index(), Ordering::Release);
         let (requests, inbox) = mpsc::channel();
         let mut worker = Worker {
             raw,
@@ -202,6 +218,13 @@ impl RaftHandle {
             .set(worker.store.count_live_keys()? as i64);
         worker.connect_peers()?;
         worker.campaign_if_alone()?;
+        let flusher = {
+            let store = worker.store.clone();
+            let status = status.clone();
+            std::thread::Builder::new()
+                .name("table-flush".into())
+                .spawn(move || flush_table_periodically(&store, &status))?
+        };
         let thread = std::thread::Builder::new()
             .name("raft".into())
             .spawn(move || worker.run())?;
@@ -209,6 +232,7 @@ impl RaftHandle {
             requests,
             status,
             thread: Some(thread),
+            flusher: Some(flusher),
         })
     }
 
@@ -265,11 +289,14 @@ impl RaftHandle {
             .map_err(|_| Error::Stopped)
     }
 
-    /// Stops the thread (pending requests fail with `Stopped`).
+    /// Stops the threads (pending requests fail with `Stopped`).
     pub fn stop(&mut self) {
         self.status.stopped.store(true, Ordering::Release);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+        if let Some(flusher) = self.flusher.take() {
+            let _ = flusher.join();
         }
     }
 }
@@ -277,6 +304,30 @@ impl RaftHandle {
 impl Drop for RaftHandle {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The flusher thread: makes the table durable every [`TABLE_FLUSH_INTERVAL`] and records up
+/// to which applied index it is (the log may be compacted up to there).
+fn flush_table_periodically(store: &Store, status: &RaftStatus) {
+    let step = Duration::from_millis(20);
+    let mut since = Duration::ZERO;
+    while !status.stopped.load(Ordering::Acquire) {
+        std::thread::sleep(step);
+        since += step;
+        if since < TABLE_FLUSH_INTERVAL {
+            continue;
+        }
+        since = Duration::ZERO;
+        // Everything applied before the flush starts is durable when it returns.
+        let applied = store.applied_index();
+        if applied == status.durable_index.load(Ordering::Acquire) {
+            continue;
+        }
+        match store.flush() {
+            Ok(()) => status.durable_index.store(applied, Ordering::Release),
+            Err(e) => tracing::error!("flushing the table: {e}"),
+        }
     }
 }
 
@@ -371,7 +422,13 @@ impl Worker {
             metrics().proposals_pending.set(self.pending.len() as i64);
         }
         self.fail_all();
-        let _ = self.store.flush();
+        if let Err(e) = self.raw.store().sync() {
+            tracing::error!("syncing the raft log at shutdown: {e}");
+        }
+        let applied = self.store.applied_index();
+        if self.store.flush().is_ok() {
+            self.status.durable_index.store(applied, Ordering::Release);
+        }
     }
 
     fn campaign_if_alone(&mut self) -> Result<()> {
@@ -586,7 +643,7 @@ impl Worker {
         }
         if ready.must_sync() {
             let started = Instant::now();
-            self.store.flush()?;
+            self.raw.store().sync()?;
             metrics().wal_fsync.observe(started.elapsed().as_secs_f64());
             tracing::trace!(
                 entries = ready.entries().len(),
@@ -634,10 +691,18 @@ impl Worker {
             term = meta.term,
             "installing snapshot from the leader"
         );
+        // Marked as begun and durable before the table changes, the table durable before the
+        // log restarts at the snapshot: a crash at any point is either recovered or noticed.
+        self.raw.store().begin_snapshot_install()?;
+        self.store.flush()?;
         self.store
             .install_snapshot(snapshot.get_data(), meta.index)?;
+        self.store.flush()?;
         self.raw.store().apply_snapshot(meta)?;
         self.store.flush()?;
+        self.status
+            .durable_index
+            .store(meta.index, Ordering::Release);
         self.lessor.restore(&self.store.leases()?);
         metrics()
             .keys_total
@@ -684,9 +749,13 @@ impl Worker {
     }
 
     fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<()> {
-        if entries.is_empty() {
+        let Some(last) = entries.last() else {
             return Ok(());
-        }
+        };
+        // They are committed: say so before any proposer hears back (Status.raft_index).
+        self.status
+            .commit_index
+            .fetch_max(last.index, Ordering::AcqRel);
         let started = Instant::now();
         self.apply_entries_timed(entries)?;
         metrics()
@@ -868,7 +937,8 @@ impl Worker {
         let first = self.raw.store().first_index_now();
         let retention = self.options.log_retention.max(1);
         if applied > first + 2 * retention {
-            self.raw.store().compact(applied - retention)?;
+            let durable = self.status.durable_index.load(Ordering::Acquire);
+            self.raw.store().compact(applied - retention, durable)?;
         }
         Ok(())
     }
