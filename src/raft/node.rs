@@ -858,7 +858,7 @@ impl Worker {
             Some(change) => self.store.apply_member_change(entry.index, change)?,
             None => self
                 .store
-                .commit_batch(sled::Batch::default(), entry.index, None, None)?,
+                .commit_batch(Default::default(), entry.index, None, None)?,
         }
         self.connect_peers()?;
         if let Some(change) = change {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use prost::Message;
 
+use super::index::{Change, Version};
 use super::read::{Collector, KeyRange};
 use super::schema::*;
 use super::Store;
@@ -145,7 +146,7 @@ impl Store {
             });
         }
         let moved = (group.revision != start_revision).then_some(group.revision);
-        self.commit_batch(group.writes.into_batch(), last_index, moved, new_compact)?;
+        self.commit_batch(group.writes, last_index, moved, new_compact)?;
         if cmds.iter().any(|(_, c)| matches!(c.op, Some(Op::Alarm(_)))) {
             self.refresh_alarm_state()?;
         }
@@ -153,25 +154,29 @@ impl Store {
     }
 
     /// Writes a command's batch together with the applied raft index (and the new revision and
-    /// compaction revision when they moved), atomically, then publishes them to readers.
+    /// compaction revision when they moved), atomically, then publishes them to readers: the
+    /// key index, the revision and the compaction revision change together, under the index's
+    /// lock, once the rows they name are in the table.
     pub(crate) fn commit_batch(
         &self,
-        mut batch: sled::Batch,
+        mut writes: Writes,
         index: u64,
         revision: Option<i64>,
         compact: Option<i64>,
     ) -> Result<()> {
         if let Some(rev) = revision {
-            batch.insert(META_REVISION, &encode_i64(rev));
+            writes.insert(META_REVISION, encode_i64(rev));
         }
-        batch.insert(META_APPLIED, &encode_i64(index as i64));
+        writes.insert(META_APPLIED, encode_i64(index as i64));
+        let (batch, changes) = writes.into_parts();
         let _locks = self.lock_commit(compact.is_some());
-        let guard = WriteGuard::begin(self);
         let started = std::time::Instant::now();
         self.table.apply_batch(batch)?;
         crate::metrics::metrics()
             .backend_commit
             .observe(started.elapsed().as_secs_f64());
+        let mut keys = self.index.write();
+        keys.apply(&changes);
         if let Some(rev) = revision {
             self.set_revision(rev);
         }
@@ -181,7 +186,7 @@ impl Store {
         }
         self.applied_index
             .store(index, std::sync::atomic::Ordering::Release);
-        drop(guard);
+        drop(keys);
         Ok(())
     }
 
@@ -204,22 +209,6 @@ impl Store {
 
 const META_ALARM: &[u8] = b"malarm/";
 
-/// Marks the store as being written for readers of the live table (see `Store::write_seq`).
-struct WriteGuard<'a>(&'a Store);
-
-impl<'a> WriteGuard<'a> {
-    fn begin(store: &'a Store) -> WriteGuard<'a> {
-        store.begin_write();
-        WriteGuard(store)
-    }
-}
-
-impl Drop for WriteGuard<'_> {
-    fn drop(&mut self) {
-        self.0.end_write();
-    }
-}
-
 /// Which operations of a txn a pre-execution check pass looks at.
 #[derive(Clone, Copy)]
 enum Check {
@@ -227,33 +216,43 @@ enum Check {
     Ranges,
 }
 
-/// Writes of commands being applied, in order; they become one sled batch.
+/// Writes of commands being applied, in order: table entries (one sled batch) and the key
+/// index changes they make.
 #[derive(Default)]
-pub(crate) struct Writes(Vec<(Vec<u8>, Option<Vec<u8>>)>);
+pub(crate) struct Writes {
+    table: Vec<(sled::IVec, Option<sled::IVec>)>,
+    index: Vec<Change>,
+}
 
 impl Writes {
     pub(crate) fn insert(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
-        self.0
-            .push((key.as_ref().to_vec(), Some(value.as_ref().to_vec())));
+        self.table
+            .push((key.as_ref().into(), Some(value.as_ref().into())));
     }
 
     pub(crate) fn remove(&mut self, key: impl AsRef<[u8]>) {
-        self.0.push((key.as_ref().to_vec(), None));
+        self.table.push((key.as_ref().into(), None));
+    }
+
+    /// A change of the key index that the table writes make.
+    pub(crate) fn index(&mut self, change: Change) {
+        self.index.push(change);
     }
 
     fn append(&mut self, other: Writes) {
-        self.0.extend(other.0);
+        self.table.extend(other.table);
+        self.index.extend(other.index);
     }
 
-    pub(crate) fn into_batch(self) -> sled::Batch {
+    fn into_parts(self) -> (sled::Batch, Vec<Change>) {
         let mut batch = sled::Batch::default();
-        for (key, value) in self.0 {
+        for (key, value) in self.table {
             match value {
                 Some(v) => batch.insert(key, v),
                 None => batch.remove(key),
             }
         }
-        batch
+        (batch, self.index)
     }
 }
 
@@ -341,11 +340,12 @@ impl<'s> WriteTxn<'s> {
 
     /// Live key-values in range, including this command's writes, in key order.
     fn live_in(&self, range: &KeyRange) -> Result<Vec<KeyValue>> {
-        let mut merged: BTreeMap<Vec<u8>, KeyValue> = BTreeMap::new();
-        self.store.visit_live(range, |key, row| {
-            merged.insert(key.to_vec(), Store::decode_row(row)?);
-            Ok(())
-        })?;
+        let mut merged: BTreeMap<Vec<u8>, KeyValue> = self
+            .store
+            .live_rows(range)?
+            .into_iter()
+            .map(|kv| (kv.key.clone(), kv))
+            .collect();
         for (key, kv) in self.earlier.iter().chain(&self.live) {
             if range.contains(key) {
                 match kv {
@@ -361,14 +361,13 @@ impl<'s> WriteTxn<'s> {
         Ok(self.store.table.contains_key(lease_key(id))?)
     }
 
-    /// Writes a new row for `kv.key` (a tombstone when `kv.version == 0`) and updates the indexes.
+    /// Writes a new row for `kv.key` (a tombstone when `kv.version == 0`), its version in the
+    /// key index, and the lease attachment.
     fn write_row(&mut self, rev: Rev, kv: &KeyValue, prev: Option<&KeyValue>) {
         let tombstone = kv.version == 0;
-        // Encoded once: the history row and the live row share the bytes.
-        let encoded = sled::IVec::from(kv.encode_to_vec());
-        self.batch.insert(row_key(rev), encoded.clone());
-        let marker: &[u8] = if tombstone { &[1] } else { &[] };
-        self.batch.insert(index_key(&kv.key, rev), marker);
+        self.batch.insert(row_key(rev), kv.encode_to_vec());
+        self.batch
+            .index(Change::Add(kv.key.clone(), Version { rev, tombstone }));
         let old_lease = prev.map(|p| p.lease).unwrap_or(0);
         let new_lease = if tombstone { 0 } else { kv.lease };
         if old_lease != 0 && old_lease != new_lease {
@@ -379,10 +378,8 @@ impl<'s> WriteTxn<'s> {
                 .insert(lease_attachment_key(new_lease, &kv.key), []);
         }
         if tombstone {
-            self.batch.remove(live_key(&kv.key));
             self.live.insert(kv.key.clone(), None);
         } else {
-            self.batch.insert(live_key(&kv.key), encoded);
             self.live.insert(kv.key.clone(), Some(kv.clone()));
         }
     }
@@ -471,10 +468,7 @@ impl<'s> WriteTxn<'s> {
         if let Some(kv) = self.earlier.get(key) {
             return Ok(kv.clone());
         }
-        match self.store.table.get(live_key(key))? {
-            Some(row) => Ok(Some(Store::decode_row(&row)?)),
-            None => Ok(None),
-        }
+        self.store.latest_row(key)
     }
 
     fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
@@ -482,13 +476,15 @@ impl<'s> WriteTxn<'s> {
         let now = self.read_rev();
         let mut collector = Collector::new(req);
         if req.revision > 0 && req.revision < now {
+            // Only a txn applied alone reads the past (see `reads_history`): the table holds
+            // every revision below `now`.
             self.store.check_readable(req.revision, now)?;
             self.store
-                .collect_at(&range, req.revision, &mut collector)?;
+                .collect(&range, Some(req.revision), &mut collector)?;
         } else if req.revision > now {
             return Err(Error::FutureRevision);
         } else if self.live.is_empty() && self.earlier.is_empty() {
-            self.store.collect_live(&range, &mut collector)?;
+            self.store.collect(&range, None, &mut collector)?;
         } else {
             for kv in self.live_in(&range)? {
                 if collector.needs_row() {

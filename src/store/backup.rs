@@ -3,8 +3,8 @@
 //!
 //! A [`History`] holds what etcd's snapshot carries: every revision row still held (tombstones
 //! included), leases with their granted TTL, the store and compaction revisions, the applied
-//! raft index, and the cluster records (members, alarms). Indexes (the `k`, `l` and `K` tables)
-//! are derived and rebuilt on restore.
+//! raft index, and the cluster records (members, alarms). Lease attachments (the `K` table) are
+//! derived and rebuilt on restore, and so is the key index (in memory).
 
 use std::collections::BTreeMap;
 
@@ -109,11 +109,11 @@ impl History {
         self.revision = self.revision.max(revision);
     }
 
-    /// The table entries of this history's key space: rows, the key index, the live table,
-    /// leases and their attached keys, the store and compaction revisions. Cluster records
-    /// (members, alarms, join tokens) are not included: a restore starts a new cluster.
+    /// The table entries of this history's key space: rows, leases and their attached keys,
+    /// the store and compaction revisions. Cluster records (members, alarms, join tokens) are
+    /// not included: a restore starts a new cluster.
     pub fn table_entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut out = Vec::with_capacity(self.rows.len() * 2 + self.leases.len() + 4);
+        let mut out = Vec::with_capacity(self.rows.len() + self.leases.len() + 4);
         let mut live: BTreeMap<&[u8], &KeyValue> = BTreeMap::new();
         let mut previous: Option<Rev> = None;
         for (rev, kv) in &self.rows {
@@ -124,11 +124,8 @@ impl History {
                 )));
             }
             previous = Some(*rev);
-            let tombstone = kv.version == 0;
             out.push((row_key(*rev), kv.encode_to_vec()));
-            let marker = if tombstone { vec![1] } else { vec![] };
-            out.push((index_key(&kv.key, *rev), marker));
-            if tombstone {
+            if kv.version == 0 {
                 live.remove(kv.key.as_slice());
             } else {
                 live.insert(&kv.key, kv);
@@ -136,7 +133,6 @@ impl History {
         }
         let leases: std::collections::HashSet<i64> = self.leases.iter().map(|l| l.0).collect();
         for (key, kv) in live {
-            out.push((live_key(key), kv.encode_to_vec()));
             if kv.lease != 0 && leases.contains(&kv.lease) {
                 out.push((lease_attachment_key(kv.lease, key), vec![]));
             }

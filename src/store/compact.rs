@@ -7,12 +7,14 @@
 
 use std::collections::BTreeSet;
 
+use super::index::{key_of_row, Change};
 use super::schema::*;
 use super::Store;
 use crate::error::{Error, Result};
 
 impl Store {
-    /// Adds to `batch` the removal of every row made invisible by compacting at `revision`.
+    /// Adds to `batch` the removal of every row made invisible by compacting at `revision`
+    /// (and of their versions in the key index).
     pub(crate) fn prune_history(
         &self,
         previous: i64,
@@ -24,27 +26,14 @@ impl Store {
         let to = row_key(Rev::new(revision, i64::MAX));
         for item in self.table.range(from..=to) {
             let (_, row) = item?;
-            touched.insert(Store::decode_row(&row)?.key);
+            let (key, _) = key_of_row(&row).ok_or_else(|| Error::Corrupt("row".into()))?;
+            touched.insert(key.to_vec());
         }
+        let keys = self.index.read();
         for key in touched {
-            let lower = index_prefix(&key);
-            let upper = index_key(&key, Rev::new(revision, i64::MAX));
-            let entries: Vec<_> = self
-                .table
-                .range(lower..=upper)
-                .collect::<std::result::Result<_, _>>()?;
-            let Some((newest, _)) = entries.last().cloned() else {
-                continue;
-            };
-            for (ik, marker) in entries {
-                let keep = ik == newest && marker.first() != Some(&1);
-                if keep {
-                    continue;
-                }
-                let (_, rev) =
-                    decode_index_key(&ik).ok_or_else(|| Error::Corrupt("index key".into()))?;
-                batch.remove(ik);
+            for rev in keys.compaction_victims(&key, revision) {
                 batch.remove(row_key(rev));
+                batch.index(Change::Forget(key.clone(), rev));
             }
         }
         Ok(())

@@ -93,7 +93,7 @@ impl Store {
 
     /// Records a committed conf change at raft `index`.
     pub fn apply_member_change(&self, index: u64, change: &MemberChange) -> Result<()> {
-        let mut batch = sled::Batch::default();
+        let mut batch = super::apply::Writes::default();
         let member = change.member.clone().unwrap_or_default();
         let existing = self.member(member.id)?;
         match Kind::try_from(change.kind) {

@@ -1,6 +1,7 @@
 //! The revision table: etcd's MVCC key space kept in sled, with the one function that mutates it.
 //!
-//! - [`schema`]: how rows, indexes, leases and meta are laid out in one sled tree.
+//! - [`schema`]: how rows, leases and meta are laid out in one sled tree.
+//! - [`index`]: the key index in memory: which row of a key is visible at a revision.
 //! - [`apply`]: `Store::apply`, the deterministic execution of a committed command.
 //! - [`read`]: ranges at any revision, and how a range request shapes its answer.
 //! - [`compact`]: removal of history superseded before a compaction revision.
@@ -12,6 +13,7 @@ pub mod apply;
 pub mod backup;
 pub mod compact;
 pub mod history;
+pub mod index;
 pub mod membership;
 pub mod read;
 pub mod schema;
@@ -34,12 +36,11 @@ pub use read::KeyRange;
 pub struct Store {
     db: sled::Db,
     table: sled::Tree,
+    /// The key index; updated together with `revision` and `compact_revision`, under its lock.
+    index: index::KeyIndex,
     revision: AtomicI64,
     compact_revision: AtomicI64,
     applied_index: AtomicU64,
-    /// Seqlock around batches: odd while a batch is being applied. Readers of the live table
-    /// check it did not move while they read, so a current read never sees half a transaction.
-    write_seq: AtomicU64,
     /// Held (written) by every commit, briefly; [`Store::history`] reads the meta values and
     /// leases under it so they are those of one applied command.
     commit_lock: RwLock<()>,
@@ -75,16 +76,51 @@ impl Store {
         let store = Store {
             db,
             table,
+            index: index::KeyIndex::default(),
             revision: AtomicI64::new(1),
             compact_revision: AtomicI64::new(-1),
             applied_index: AtomicU64::new(0),
-            write_seq: AtomicU64::new(0),
             commit_lock: RwLock::new(()),
             history_pin: RwLock::new(()),
             nospace: AtomicBool::new(false),
         };
-        store.reload_meta()?;
+        store.drop_old_layout()?;
+        store.reload()?;
         Ok(store)
+    }
+
+    /// Removes the key index and live table an older raftkine kept in the tree.
+    fn drop_old_layout(&self) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        let mut found = 0usize;
+        for prefix in [OLD_INDEX, OLD_LIVE] {
+            for item in self.table.scan_prefix([prefix]) {
+                batch.remove(item?.0);
+                found += 1;
+            }
+        }
+        if found > 0 {
+            tracing::info!(entries = found, "removing the key index of an older layout");
+            self.table.apply_batch(batch)?;
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Reads the meta values and rebuilds the key index from the rows (at start, and after the
+    /// table was replaced).
+    pub(crate) fn reload(&self) -> Result<()> {
+        let mut keys = index::Keys::default();
+        for item in self.table.scan_prefix([ROW]) {
+            let (k, row) = item?;
+            let rev = Rev::from_bytes(&k[1..]).ok_or_else(|| Error::Corrupt("row key".into()))?;
+            let (key, tombstone) =
+                index::key_of_row(&row).ok_or_else(|| Error::Corrupt("row".into()))?;
+            keys.add(key, index::Version { rev, tombstone });
+        }
+        let mut index = self.index.write();
+        *index = keys;
+        self.reload_meta()
     }
 
     /// Loads revision, compaction revision and applied index from the table.
@@ -122,14 +158,9 @@ impl Store {
         Ok(())
     }
 
-    /// Number of live keys (one scan of the live table; done at start and after a snapshot).
+    /// Number of live keys (one pass over the key index; done at start and after a snapshot).
     pub fn count_live_keys(&self) -> Result<u64> {
-        let mut n = 0;
-        for item in self.table.scan_prefix([LIVE]) {
-            item?;
-            n += 1;
-        }
-        Ok(n)
+        Ok(self.index.read().live_count())
     }
 
     /// The sled database (the raft log lives in another tree of it, so one flush covers both).
@@ -207,14 +238,6 @@ impl Store {
             deletes_history.then(|| self.history_pin.write().unwrap_or_else(|p| p.into_inner()));
         let commit = self.commit_lock.write().unwrap_or_else(|p| p.into_inner());
         (pin, commit)
-    }
-
-    fn begin_write(&self) {
-        self.write_seq.fetch_add(1, Ordering::AcqRel);
-    }
-
-    fn end_write(&self) {
-        self.write_seq.fetch_add(1, Ordering::AcqRel);
     }
 
     fn set_revision(&self, revision: i64) {

@@ -2,7 +2,6 @@
 //! does (count of the whole range, limit and `more`, sorting, revision filters, keys/count only).
 
 use std::cmp::Ordering as CmpOrdering;
-use std::sync::atomic::{fence, Ordering};
 
 use super::schema::*;
 use super::Store;
@@ -102,13 +101,24 @@ impl<'r> Collector<'r> {
         }
     }
 
+    /// Whether the next key's row must be read, `collected` rows being taken already (else
+    /// the key is only counted).
+    pub(crate) fn wants_row(&self, collected: usize) -> bool {
+        !self.req.count_only && (self.needs_all || collected <= self.limit)
+    }
+
     /// Whether the next key's row must be decoded (else it is only counted).
     pub(crate) fn needs_row(&self) -> bool {
-        !self.req.count_only && (self.needs_all || self.kvs.len() <= self.limit)
+        self.wants_row(self.kvs.len())
     }
 
     pub(crate) fn count_only_key(&mut self) {
         self.count += 1;
+    }
+
+    /// Counts keys whose rows were not taken.
+    pub(crate) fn count_more(&mut self, keys: i64) {
+        self.count += keys;
     }
 
     pub(crate) fn push(&mut self, kv: KeyValue) {
@@ -181,22 +191,9 @@ impl Store {
     /// KV.Range outside a transaction: at `req.revision` (or current), with etcd's errors.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
         let range = KeyRange::new(&req.key, &req.range_end);
-        let current = self.revision();
-        if req.revision <= 0 || req.revision == current {
-            if let Some(resp) = self.try_range_live(req, &range)? {
-                return Ok(resp);
-            }
-        }
-        let rev = if req.revision <= 0 {
-            current
-        } else {
-            req.revision
-        };
-        self.check_readable(rev, current)?;
+        let at = (req.revision > 0).then_some(req.revision);
         let mut collector = Collector::new(req);
-        self.collect_at(&range, rev, &mut collector)?;
-        // A compaction applied while we read may have removed rows we needed.
-        self.check_readable(rev, current)?;
+        let current = self.collect(&range, at, &mut collector)?;
         Ok(collector.finish(current))
     }
 
@@ -211,81 +208,65 @@ impl Store {
         Ok(())
     }
 
-    /// A current read from the live table, if no write interleaved with it (see `write_seq`).
-    fn try_range_live(
-        &self,
-        req: &RangeRequest,
-        range: &KeyRange,
-    ) -> Result<Option<RangeResponse>> {
-        for _attempt in 0..2 {
-            let before = self.write_seq.load(Ordering::Acquire);
-            if before % 2 == 1 {
-                std::thread::yield_now();
-                continue;
-            }
-            let rev = self.revision();
-            let mut collector = Collector::new(req);
-            self.collect_live(range, &mut collector)?;
-            fence(Ordering::Acquire);
-            if self.write_seq.load(Ordering::Acquire) == before {
-                return Ok(Some(collector.finish(rev)));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Feeds the live (latest, not deleted) rows of `range` to the collector, in key order.
-    pub(crate) fn collect_live(&self, range: &KeyRange, c: &mut Collector) -> Result<()> {
-        self.visit_live(range, |_key, row| {
-            if c.needs_row() {
-                c.push(Store::decode_row(row)?);
-            } else {
-                c.count_only_key();
-            }
-            Ok(())
-        })
-    }
-
-    /// Calls `f(key, encoded row)` for each live key in range, in key order.
-    pub(crate) fn visit_live(
+    /// Feeds the rows of `range` visible at revision `at` (None: the latest) to the collector,
+    /// in key order; returns the store revision the read saw. The revisions come from one look
+    /// at the key index (so a read never sees half a transaction), the rows after it.
+    pub(crate) fn collect(
         &self,
         range: &KeyRange,
-        mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
-    ) -> Result<()> {
-        match range {
-            KeyRange::Single(k) => {
-                if let Some(row) = self.table.get(live_key(k))? {
-                    f(k, &row)?;
-                }
+        at: Option<i64>,
+        c: &mut Collector,
+    ) -> Result<i64> {
+        let (current, revs, uncollected) = {
+            let keys = self.index.read();
+            let current = self.revision();
+            if let Some(rev) = at {
+                self.check_readable(rev, current)?;
             }
-            KeyRange::Span { start, end } => {
-                let lower = live_key(start);
-                let upper = match end {
-                    Some(e) => live_key(e),
-                    None => vec![LIVE + 1],
-                };
-                if lower >= upper {
-                    return Ok(());
+            let at = at.filter(|rev| *rev < current);
+            let mut revs = vec![];
+            let mut uncollected = 0i64;
+            keys.scan(range, at, |_, rev| {
+                if c.wants_row(revs.len()) {
+                    revs.push(rev);
+                } else {
+                    uncollected += 1;
                 }
-                for item in self.table.range(lower..upper) {
-                    let (k, row) = item?;
-                    f(&k[1..], &row)?;
-                }
-            }
+                true
+            });
+            (current, revs, uncollected)
+        };
+        for rev in revs {
+            c.push(self.row_for_read(rev, at)?);
         }
-        Ok(())
+        c.count_more(uncollected);
+        Ok(current)
     }
 
-    /// Feeds the rows of `range` as of revision `rev` to the collector, in key order.
-    pub(crate) fn collect_at(&self, range: &KeyRange, rev: i64, c: &mut Collector) -> Result<()> {
-        self.visit_at(range, rev, |found| {
-            if c.needs_row() {
-                c.push(self.row(found)?);
-            } else {
-                c.count_only_key();
-            }
-            Ok(())
-        })
+    /// A row the key index named for a read at `at`: gone only if a compaction applied since
+    /// removed it, which makes the read's revision compacted.
+    fn row_for_read(&self, rev: Rev, at: Option<i64>) -> Result<KeyValue> {
+        match self.table.get(row_key(rev))? {
+            Some(bytes) => Store::decode_row(&bytes),
+            None if at.is_some_and(|at| at < self.compact_revision()) => Err(Error::Compacted),
+            None => Err(Error::Corrupt(format!("missing row {rev:?}"))),
+        }
+    }
+
+    /// The live (latest, not deleted) key-values of `range`, in key order.
+    pub(crate) fn live_rows(&self, range: &KeyRange) -> Result<Vec<KeyValue>> {
+        let mut revs = vec![];
+        self.index.read().scan(range, None, |_, rev| {
+            revs.push(rev);
+            true
+        });
+        revs.into_iter().map(|rev| self.row(rev)).collect()
+    }
+
+    /// The key's latest value, unless it does not exist.
+    pub(crate) fn latest_row(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        let found = self.index.read().get(key, None);
+        found.map(|rev| self.row(rev)).transpose()
     }
 
     /// The row stored at a revision.
@@ -296,77 +277,9 @@ impl Store {
         }
     }
 
-    /// Calls `f(revision of the key's row)` for each key alive at `rev` in range, in key order.
-    pub(crate) fn visit_at(
-        &self,
-        range: &KeyRange,
-        rev: i64,
-        mut f: impl FnMut(Rev) -> Result<()>,
-    ) -> Result<()> {
-        match range {
-            KeyRange::Single(k) => {
-                if let Some(found) = self.latest_at(k, rev)? {
-                    f(found)?;
-                }
-            }
-            KeyRange::Span { start, end } => {
-                let mut cursor = index_prefix(start);
-                let upper = match end {
-                    Some(e) => index_prefix(e),
-                    None => vec![INDEX + 1],
-                };
-                while cursor < upper {
-                    let Some(item) = self.table.range(cursor.clone()..upper.clone()).next() else {
-                        break;
-                    };
-                    let (ik, _) = item?;
-                    let (key, _) =
-                        decode_index_key(&ik).ok_or_else(|| Error::Corrupt("index key".into()))?;
-                    if let Some(found) = self.latest_at(&key, rev)? {
-                        f(found)?;
-                    }
-                    cursor = index_prefix(&key);
-                    cursor.extend_from_slice(&[0xFF; 16]);
-                    cursor.push(0);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Revision of the newest row of `key` at or below `rev`, unless that row is a tombstone.
-    pub(crate) fn latest_at(&self, key: &[u8], rev: i64) -> Result<Option<Rev>> {
-        let lower = index_prefix(key);
-        let upper = index_key(key, Rev::new(rev, i64::MAX));
-        match self.table.range(lower..=upper).next_back() {
-            Some(item) => {
-                let (ik, tombstone) = item?;
-                if tombstone.first() == Some(&1) {
-                    return Ok(None);
-                }
-                let (_, found) =
-                    decode_index_key(&ik).ok_or_else(|| Error::Corrupt("index key".into()))?;
-                Ok(Some(found))
-            }
-            None => Ok(None),
-        }
-    }
-
     /// The key's value before the transaction of `rev` (a watch event's prev_kv), if it existed.
     pub(crate) fn row_before(&self, key: &[u8], rev: Rev) -> Result<Option<KeyValue>> {
-        let lower = index_prefix(key);
-        let upper = index_key(key, Rev::new(rev.main, 0));
-        match self.table.range(lower..upper).next_back() {
-            Some(item) => {
-                let (ik, tombstone) = item?;
-                if tombstone.first() == Some(&1) {
-                    return Ok(None);
-                }
-                let (_, found) =
-                    decode_index_key(&ik).ok_or_else(|| Error::Corrupt("index key".into()))?;
-                Ok(Some(self.row(found)?))
-            }
-            None => Ok(None),
-        }
+        let found = self.index.read().before(key, rev.main);
+        found.map(|rev| self.row(rev)).transpose()
     }
 }

@@ -3,24 +3,25 @@
 //! | prefix | key                                   | value                         |
 //! |--------|---------------------------------------|-------------------------------|
 //! | `r`    | main(8) sub(8)                        | row: mvccpb.KeyValue (history)|
-//! | `k`    | escaped(key) main(8) sub(8)           | empty: index key → revisions  |
-//! | `l`    | key                                   | live row: latest KeyValue     |
 //! | `L`    | lease id(8)                           | granted TTL (8)               |
 //! | `K`    | lease id(8) key                       | empty: keys attached to lease |
 //! | `m`    | name                                  | meta value (8-byte integers)  |
 //!
 //! Integers are big-endian so byte order is numeric order. A row with `version == 0` is a
-//! tombstone (the key was deleted at that revision). The `k` index escapes the user key so that
-//! (key, revision) pairs sort by key first even when keys contain 0x00: 0x00 becomes 0x00 0xFF
-//! and the key ends with 0x00 0x01.
-//! Keeping all tables in one tree makes every command one atomic sled batch.
+//! tombstone (the key was deleted at that revision). Which row of a key is visible at a revision
+//! is answered by the key index in memory (`index.rs`), rebuilt from the rows at start; a write
+//! adds one row. Keeping all tables in one tree makes every command one atomic sled batch.
+//!
+//! Older raftkine versions also kept a key index (`k`) and a table of latest values (`l`) here;
+//! their entries are removed when such a table is opened or received in a snapshot.
 
 pub const ROW: u8 = b'r';
-pub const INDEX: u8 = b'k';
-pub const LIVE: u8 = b'l';
 pub const LEASE: u8 = b'L';
 pub const LEASE_KEY: u8 = b'K';
 pub const META: u8 = b'm';
+/// Prefixes of the older layout's key index and live table (removed when found).
+pub const OLD_INDEX: u8 = b'k';
+pub const OLD_LIVE: u8 = b'l';
 
 pub const META_REVISION: &[u8] = b"mrevision";
 pub const META_COMPACT: &[u8] = b"mcompact";
@@ -59,62 +60,6 @@ pub fn row_key(rev: Rev) -> Vec<u8> {
     let mut k = Vec::with_capacity(17);
     k.push(ROW);
     k.extend_from_slice(&rev.to_bytes());
-    k
-}
-
-/// `k` + escaped(key): the prefix of every index entry of `key`.
-pub fn index_prefix(key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(key.len() + 20);
-    k.push(INDEX);
-    for &b in key {
-        k.push(b);
-        if b == 0 {
-            k.push(0xFF);
-        }
-    }
-    k.push(0);
-    k.push(1);
-    k
-}
-
-pub fn index_key(key: &[u8], rev: Rev) -> Vec<u8> {
-    let mut k = index_prefix(key);
-    k.extend_from_slice(&rev.to_bytes());
-    k
-}
-
-/// Splits an index entry into (user key, revision).
-pub fn decode_index_key(k: &[u8]) -> Option<(Vec<u8>, Rev)> {
-    if k.len() < 1 + 2 + 16 || k[0] != INDEX {
-        return None;
-    }
-    let (escaped, rev) = k[1..].split_at(k.len() - 1 - 16);
-    let rev = Rev::from_bytes(rev)?;
-    let mut key = Vec::with_capacity(escaped.len());
-    let mut i = 0;
-    while i < escaped.len() {
-        let b = escaped[i];
-        if b == 0 {
-            match escaped.get(i + 1) {
-                Some(0xFF) => {
-                    key.push(0);
-                    i += 2;
-                    continue;
-                }
-                Some(1) if i + 2 == escaped.len() => return Some((key, rev)),
-                _ => return None,
-            }
-        }
-        key.push(b);
-        i += 1;
-    }
-    None
-}
-
-pub fn live_key(key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(key.len() + 1);
-    k.push(LIVE);
-    k.extend_from_slice(key);
     k
 }
 
@@ -162,25 +107,6 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn index_keys_sort_by_key_then_revision() {
-        let keys: Vec<&[u8]> = vec![b"a", b"a\x00", b"a\x00\x01", b"a\x01", b"ab", b"b"];
-        let mut encoded = vec![];
-        for k in &keys {
-            for main in [1, 2, 300] {
-                encoded.push(index_key(k, Rev::new(main, 0)));
-            }
-        }
-        let mut sorted = encoded.clone();
-        sorted.sort();
-        assert_eq!(encoded, sorted);
-        for (i, e) in encoded.iter().enumerate() {
-            let (k, rev) = decode_index_key(e).expect("decodes");
-            assert_eq!(k, keys[i / 3]);
-            assert_eq!(rev.main, [1, 2, 300][i % 3]);
-        }
-    }
 
     #[test]
     fn prefix_end_skips_ff() {

@@ -7,7 +7,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::schema::{encode_i64, META_APPLIED};
+use super::schema::{encode_i64, META_APPLIED, OLD_INDEX, OLD_LIVE};
 use super::Store;
 use crate::error::{Error, Result};
 
@@ -55,33 +55,26 @@ impl Store {
     /// Empties the table (a member whose snapshot install was interrupted starts over).
     pub fn clear(&self) -> Result<()> {
         let _locks = self.lock_commit(true);
-        self.begin_write();
-        let cleared = self.table.clear();
-        let reloaded = self.reload_meta();
-        self.end_write();
-        cleared?;
-        reloaded?;
+        self.table.clear()?;
+        self.reload()?;
         self.flush()
     }
 
-    /// Replaces the whole table by a snapshot taken on another member at raft `index`.
+    /// Replaces the whole table by a snapshot taken on another member at raft `index`. (A
+    /// snapshot of an older raftkine carries its key index and live table: left out.)
     pub fn install_snapshot(&self, blob: &[u8], index: u64) -> Result<()> {
         let entries = parse_snapshot(blob)?;
         let _locks = self.lock_commit(true);
-        self.begin_write();
-        let result = (|| -> Result<()> {
-            self.table.clear()?;
-            let mut batch = sled::Batch::default();
-            for (k, v) in entries {
+        self.table.clear()?;
+        let mut batch = sled::Batch::default();
+        for (k, v) in entries {
+            if !matches!(k.first(), Some(&OLD_INDEX) | Some(&OLD_LIVE)) {
                 batch.insert(k, v);
             }
-            batch.insert(META_APPLIED, &encode_i64(index as i64));
-            self.table.apply_batch(batch)?;
-            self.reload_meta()?;
-            Ok(())
-        })();
-        self.end_write();
-        result
+        }
+        batch.insert(META_APPLIED, &encode_i64(index as i64));
+        self.table.apply_batch(batch)?;
+        self.reload()
     }
 }
 

@@ -450,3 +450,49 @@ fn a_group_applies_like_one_command_after_another() {
         pairs(&[("b", "2")])
     );
 }
+
+#[test]
+fn the_key_index_is_rebuilt_at_start_and_an_older_layout_is_dropped() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(tmp.path()).expect("open");
+        let mut f = Fixture { store, index: 0 };
+        f.put("a", "1");
+        f.put("b", "2");
+        f.put("a", "3");
+        f.delete("b", "");
+        f.put("c", "4");
+        // What an older raftkine also kept in the tree.
+        f.store
+            .table
+            .insert(b"la", b"old live row".to_vec())
+            .unwrap();
+        f.store.table.insert(b"kb\0\x01", b"".to_vec()).unwrap();
+        f.store.flush().expect("flush");
+    }
+    let f = Fixture {
+        store: Store::open(tmp.path()).expect("reopen"),
+        index: 5,
+    };
+    assert_eq!(
+        f.range("a", "\0", 0).expect("r"),
+        pairs(&[("a", "3"), ("c", "4")])
+    );
+    assert_eq!(
+        f.range("a", "\0", 3).expect("r"),
+        pairs(&[("a", "1"), ("b", "2")])
+    );
+    assert_eq!(f.store.count_live_keys().expect("count"), 2);
+    assert!(f
+        .store
+        .table
+        .scan_prefix([schema::OLD_LIVE])
+        .next()
+        .is_none());
+    assert!(f
+        .store
+        .table
+        .scan_prefix([schema::OLD_INDEX])
+        .next()
+        .is_none());
+}
