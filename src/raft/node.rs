@@ -5,7 +5,9 @@
 //! the log keeps what the table has not flushed yet.
 //!
 //! Linearizable reads ask for a ReadIndex; all reads waiting in one loop turn share one request,
-//! and each is released once the applied index reaches the read index. Messages to other members
+//! and each is released once the applied index reaches the read index. A member that leads a
+//! group where it is the only voter answers them without a round through this thread (see
+//! [`RaftStatus::sole_voter`]). Messages to other members
 //! go through the peer transport; messages from them arrive as `Request::Step`.
 
 use std::collections::HashMap;
@@ -73,6 +75,13 @@ pub struct RaftStatus {
     pub is_leader: AtomicBool,
     pub is_learner: AtomicBool,
     pub stopped: AtomicBool,
+    /// This member leads and is the only voter, with no conf change pending: no other member
+    /// can have acknowledged a write that `commit_index` does not cover, so a linearizable read
+    /// only waits for `applied_index` to reach it. Set by the raft thread before anything
+    /// leaves it (a message, an answer), after `commit_index`.
+    pub sole_voter: AtomicBool,
+    /// Woken whenever `applied_index` moves.
+    pub applied: tokio::sync::Notify,
 }
 
 impl RaftStatus {
@@ -263,6 +272,20 @@ impl RaftHandle {
 
     /// Waits until this member has applied everything committed when the call was made.
     pub async fn read_index(&self) -> Result<()> {
+        let status = &self.status;
+        if status.sole_voter.load(Ordering::Acquire) {
+            let index = status.commit_index.load(Ordering::Acquire);
+            loop {
+                let applied = status.applied.notified();
+                if status.applied_index.load(Ordering::Acquire) >= index {
+                    return Ok(());
+                }
+                if status.stopped.load(Ordering::Acquire) {
+                    return Err(Error::Stopped);
+                }
+                applied.await;
+            }
+        }
         self.ask(|reply| Request::Read { reply })?
             .await
             .map_err(|_| Error::Stopped)?
@@ -292,6 +315,7 @@ impl RaftHandle {
     /// Stops the threads (pending requests fail with `Stopped`).
     pub fn stop(&mut self) {
         self.status.stopped.store(true, Ordering::Release);
+        self.status.applied.notify_waiters();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -421,6 +445,9 @@ impl Worker {
             }
             metrics().proposals_pending.set(self.pending.len() as i64);
         }
+        self.status.sole_voter.store(false, Ordering::Release);
+        self.status.stopped.store(true, Ordering::Release);
+        self.status.applied.notify_waiters();
         self.fail_all();
         if let Err(e) = self.raw.store().sync() {
             tracing::error!("syncing the raft log at shutdown: {e}");
@@ -806,6 +833,7 @@ impl Worker {
         if let Some(last) = last {
             self.status.applied_index.store(last, Ordering::Release);
         }
+        self.status.applied.notify_waiters();
         Ok(())
     }
 
@@ -893,7 +921,21 @@ impl Worker {
         }
     }
 
+    /// What readers may rely on without asking this thread (see [`RaftStatus::sole_voter`]):
+    /// called before messages leave and at the end of every loop turn.
+    fn publish_read_state(&self) {
+        let raft = &self.raw.raft;
+        self.status
+            .commit_index
+            .fetch_max(raft.raft_log.committed, Ordering::AcqRel);
+        let alone = raft.state == StateRole::Leader
+            && raft.prs().is_singleton()
+            && !raft.has_pending_conf();
+        self.status.sole_voter.store(alone, Ordering::Release);
+    }
+
     fn publish_status(&self) {
+        self.publish_read_state();
         let raft = &self.raw.raft;
         self.status.term.store(raft.term, Ordering::Release);
         self.status
@@ -909,6 +951,10 @@ impl Worker {
 
     /// Hands messages to the transport, noting when heartbeats leave (peer round-trip metric).
     fn send_messages(&mut self, messages: Vec<Message>) {
+        if messages.is_empty() {
+            return;
+        }
+        self.publish_read_state();
         let now = Instant::now();
         // An unanswered heartbeat older than this is forgotten (lost, or the peer is down).
         let stale = self.options.tick * (self.options.election_ticks as u32);
