@@ -153,25 +153,40 @@ impl Store {
         Ok(answers)
     }
 
-    /// Writes a command's batch together with the applied raft index (and the new revision and
-    /// compaction revision when they moved), atomically, then publishes them to readers: the
-    /// key index, the revision and the compaction revision change together, under the index's
-    /// lock, once the rows they name are in the table.
+    /// Writes commands' table entries together with the applied raft index and the store
+    /// revision, as one atomic change, then publishes them to readers: the key index, the
+    /// revision and the compaction revision change together, under the index's lock, once the
+    /// rows they name are in the table.
+    ///
+    /// Commands that only add rows (most puts and deletes) skip sled's batch, whose fixed cost
+    /// is most of a single put's: their rows go in one by one, then the one [`META_STATE`]
+    /// entry. sled recovers a prefix of the writes made, so a crash leaves either all of it, or
+    /// rows above the recorded revision with nothing pointing at them, which the next start
+    /// removes before applying the commands again from the raft log (`Store::reload`).
     pub(crate) fn commit_batch(
         &self,
-        mut writes: Writes,
+        writes: Writes,
         index: u64,
         revision: Option<i64>,
         compact: Option<i64>,
     ) -> Result<()> {
-        if let Some(rev) = revision {
-            writes.insert(META_REVISION, encode_i64(rev));
-        }
-        writes.insert(META_APPLIED, encode_i64(index as i64));
-        let (batch, changes) = writes.into_parts();
+        let state = encode_state(index, revision.unwrap_or_else(|| self.revision()));
+        let rows_only = compact.is_none() && writes.only_new_rows();
+        let (write, changes) = writes.into_parts(rows_only);
         let _locks = self.lock_commit(compact.is_some());
         let started = std::time::Instant::now();
-        self.table.apply_batch(batch)?;
+        match write {
+            Write::Rows(rows) => {
+                for (key, row) in rows {
+                    self.table.insert(key, row)?;
+                }
+                self.table.insert(META_STATE, &state)?;
+            }
+            Write::Batch(mut batch) => {
+                batch.insert(META_STATE, &state);
+                self.table.apply_batch(batch)?;
+            }
+        }
         crate::metrics::metrics()
             .backend_commit
             .observe(started.elapsed().as_secs_f64());
@@ -244,16 +259,43 @@ impl Writes {
         self.index.extend(other.index);
     }
 
-    fn into_parts(self) -> (sled::Batch, Vec<Change>) {
-        let mut batch = sled::Batch::default();
-        for (key, value) in self.table {
-            match value {
-                Some(v) => batch.insert(key, v),
-                None => batch.remove(key),
-            }
-        }
-        (batch, self.index)
+    /// Whether every table write is a new history row (then they may go in one by one).
+    fn only_new_rows(&self) -> bool {
+        self.table
+            .iter()
+            .all(|(key, value)| value.is_some() && key.first() == Some(&ROW))
     }
+
+    /// The table writes as a sled batch, or (when `rows_only`) as the rows to insert in order;
+    /// and the key index changes.
+    fn into_parts(self, rows_only: bool) -> (Write, Vec<Change>) {
+        let write = if rows_only {
+            Write::Rows(
+                self.table
+                    .into_iter()
+                    .filter_map(|(key, value)| Some((key, value?)))
+                    .collect(),
+            )
+        } else {
+            let mut batch = sled::Batch::default();
+            for (key, value) in self.table {
+                match value {
+                    Some(v) => batch.insert(key, v),
+                    None => batch.remove(key),
+                }
+            }
+            Write::Batch(batch)
+        };
+        (write, self.index)
+    }
+}
+
+/// How a group's table writes go in (see [`Store::commit_batch`]).
+enum Write {
+    /// New history rows, inserted one by one in order.
+    Rows(Vec<(sled::IVec, sled::IVec)>),
+    /// Anything else: one atomic sled batch.
+    Batch(sled::Batch),
 }
 
 /// Commands applied so far in one group: their writes and their live-table changes.

@@ -140,7 +140,8 @@ impl History {
         for &(id, ttl) in &self.leases {
             out.push((lease_key(id), encode_i64(ttl).to_vec()));
         }
-        out.push((META_REVISION.to_vec(), encode_i64(self.revision).to_vec()));
+        // The applied index is the install's own.
+        out.push((META_STATE.to_vec(), encode_state(0, self.revision).to_vec()));
         if self.compact_revision >= 0 {
             out.push((
                 META_COMPACT.to_vec(),

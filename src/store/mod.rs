@@ -89,7 +89,8 @@ impl Store {
         Ok(store)
     }
 
-    /// Removes the key index and live table an older raftkine kept in the tree.
+    /// Removes the key index and live table an older raftkine kept in the tree, and moves its
+    /// revision and applied index into [`META_STATE`].
     fn drop_old_layout(&self) -> Result<()> {
         let mut batch = sled::Batch::default();
         let mut found = 0usize;
@@ -98,6 +99,19 @@ impl Store {
                 batch.remove(item?.0);
                 found += 1;
             }
+        }
+        let old = |name: &[u8]| -> Result<Option<i64>> {
+            Ok(self.table.get(name)?.as_deref().and_then(decode_i64))
+        };
+        let (applied, revision) = (old(OLD_META_APPLIED)?, old(OLD_META_REVISION)?);
+        if applied.is_some() || revision.is_some() {
+            if !self.table.contains_key(META_STATE)? {
+                let state = encode_state(applied.unwrap_or(0) as u64, revision.unwrap_or(1));
+                batch.insert(META_STATE, &state);
+            }
+            batch.remove(OLD_META_APPLIED);
+            batch.remove(OLD_META_REVISION);
+            found += 1;
         }
         if found > 0 {
             tracing::info!(entries = found, "removing the key index of an older layout");
@@ -108,8 +122,29 @@ impl Store {
     }
 
     /// Reads the meta values and rebuilds the key index from the rows (at start, and after the
-    /// table was replaced).
+    /// table was replaced). Rows above the revision are what a crash left of a command written
+    /// without a batch (see `Store::commit_batch`): they are removed, and the command is applied
+    /// again from the raft log.
     pub(crate) fn reload(&self) -> Result<()> {
+        self.reload_meta()?;
+        let unfinished = row_key(Rev::new(self.revision() + 1, 0));
+        let mut debris = sled::Batch::default();
+        let mut found = 0usize;
+        for item in self
+            .table
+            .range(unfinished..row_key(Rev::new(i64::MAX, i64::MAX)))
+        {
+            debris.remove(item?.0);
+            found += 1;
+        }
+        if found > 0 {
+            tracing::warn!(
+                rows = found,
+                "removing the rows of a command cut short by a crash"
+            );
+            self.table.apply_batch(debris)?;
+            self.flush()?;
+        }
         let mut keys = index::Keys::default();
         for item in self.table.scan_prefix([ROW]) {
             let (k, row) = item?;
@@ -118,9 +153,8 @@ impl Store {
                 index::key_of_row(&row).ok_or_else(|| Error::Corrupt("row".into()))?;
             keys.add(key, index::Version { rev, tombstone });
         }
-        let mut index = self.index.write();
-        *index = keys;
-        self.reload_meta()
+        *self.index.write() = keys;
+        Ok(())
     }
 
     /// Loads revision, compaction revision and applied index from the table.
@@ -134,12 +168,15 @@ impl Store {
             }
         };
         // An empty etcd starts at revision 1.
-        self.set_revision(meta(META_REVISION)?.unwrap_or(1));
+        let (applied, revision) = match self.table.get(META_STATE)? {
+            Some(v) => decode_state(&v).ok_or_else(|| Error::Corrupt("meta state".into()))?,
+            None => (0, 1),
+        };
+        self.set_revision(revision);
         // etcd's compaction revision is -1 until the first compaction (Compact(0) then succeeds).
         self.compact_revision
             .store(meta(META_COMPACT)?.unwrap_or(-1), Ordering::Release);
-        self.applied_index
-            .store(meta(META_APPLIED)?.unwrap_or(0) as u64, Ordering::Release);
+        self.applied_index.store(applied, Ordering::Release);
         self.refresh_alarm_state()?;
         Ok(())
     }

@@ -12,8 +12,9 @@
 //! is answered by the key index in memory (`index.rs`), rebuilt from the rows at start; a write
 //! adds one row. Keeping all tables in one tree makes every command one atomic sled batch.
 //!
-//! Older raftkine versions also kept a key index (`k`) and a table of latest values (`l`) here;
-//! their entries are removed when such a table is opened or received in a snapshot.
+//! Older raftkine versions also kept a key index (`k`) and a table of latest values (`l`) here,
+//! and the revision and applied index under two meta names; such a table is converted when it
+//! is opened or received in a snapshot.
 
 pub const ROW: u8 = b'r';
 pub const LEASE: u8 = b'L';
@@ -23,9 +24,31 @@ pub const META: u8 = b'm';
 pub const OLD_INDEX: u8 = b'k';
 pub const OLD_LIVE: u8 = b'l';
 
-pub const META_REVISION: &[u8] = b"mrevision";
+/// The applied raft index and the store revision, in one entry so that one insert moves both
+/// (see `apply.rs`, `Store::commit_batch`).
+pub const META_STATE: &[u8] = b"mstate";
 pub const META_COMPACT: &[u8] = b"mcompact";
-pub const META_APPLIED: &[u8] = b"mapplied";
+/// Where an older layout kept the revision and the applied index apart.
+pub const OLD_META_REVISION: &[u8] = b"mrevision";
+pub const OLD_META_APPLIED: &[u8] = b"mapplied";
+
+/// The value of [`META_STATE`]: applied index (8) and revision (8).
+pub fn encode_state(applied: u64, revision: i64) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&applied.to_be_bytes());
+    b[8..].copy_from_slice(&revision.to_be_bytes());
+    b
+}
+
+pub fn decode_state(b: &[u8]) -> Option<(u64, i64)> {
+    if b.len() != 16 {
+        return None;
+    }
+    Some((
+        u64::from_be_bytes(b[..8].try_into().ok()?),
+        i64::from_be_bytes(b[8..].try_into().ok()?),
+    ))
+}
 
 /// A (main, sub) revision: main is the store revision of a transaction, sub the write's index in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -7,7 +7,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::schema::{encode_i64, META_APPLIED, OLD_INDEX, OLD_LIVE};
+use super::schema::*;
 use super::Store;
 use crate::error::{Error, Result};
 
@@ -61,18 +61,26 @@ impl Store {
     }
 
     /// Replaces the whole table by a snapshot taken on another member at raft `index`. (A
-    /// snapshot of an older raftkine carries its key index and live table: left out.)
+    /// snapshot of an older raftkine carries its key index and live table: left out; and its
+    /// revision under the older name.)
     pub fn install_snapshot(&self, blob: &[u8], index: u64) -> Result<()> {
         let entries = parse_snapshot(blob)?;
         let _locks = self.lock_commit(true);
         self.table.clear()?;
         let mut batch = sled::Batch::default();
+        let mut revision = 1;
         for (k, v) in entries {
-            if !matches!(k.first(), Some(&OLD_INDEX) | Some(&OLD_LIVE)) {
+            if k == META_STATE {
+                revision = decode_state(&v).map_or(revision, |(_, rev)| rev);
+            } else if k == OLD_META_REVISION {
+                revision = decode_i64(&v).unwrap_or(revision);
+            } else if !matches!(k.first(), Some(&OLD_INDEX) | Some(&OLD_LIVE))
+                && k != OLD_META_APPLIED
+            {
                 batch.insert(k, v);
             }
         }
-        batch.insert(META_APPLIED, &encode_i64(index as i64));
+        batch.insert(META_STATE, &encode_state(index, revision));
         self.table.apply_batch(batch)?;
         self.reload()
     }

@@ -496,3 +496,71 @@ fn the_key_index_is_rebuilt_at_start_and_an_older_layout_is_dropped() {
         .next()
         .is_none());
 }
+
+#[test]
+fn rows_a_crash_left_above_the_revision_are_removed_at_start() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let revision = {
+        let store = Store::open(tmp.path()).expect("open");
+        let mut f = Fixture { store, index: 0 };
+        f.put("a", "1");
+        f.put("b", "2");
+        // A command written row by row whose META_STATE never made it: its row is there,
+        // nothing else.
+        let orphan = KeyValue {
+            key: b"c".to_vec(),
+            create_revision: f.store.revision() + 1,
+            mod_revision: f.store.revision() + 1,
+            version: 1,
+            value: b"lost".to_vec().into(),
+            lease: 0,
+        };
+        f.store
+            .table
+            .insert(
+                schema::row_key(schema::Rev::new(f.store.revision() + 1, 0)),
+                orphan.encode_to_vec(),
+            )
+            .unwrap();
+        f.store.flush().expect("flush");
+        f.store.revision()
+    };
+    let mut f = Fixture {
+        store: Store::open(tmp.path()).expect("reopen"),
+        index: 2,
+    };
+    assert_eq!(f.store.revision(), revision);
+    assert_eq!(
+        f.range("a", "\0", 0).expect("r"),
+        pairs(&[("a", "1"), ("b", "2")])
+    );
+    // Applied again (as the raft log would), the command gets the same revision.
+    let again = f.put("c", "again");
+    assert_eq!(again.revision, revision + 1);
+    assert_eq!(
+        f.range("a", "\0", 0).expect("r"),
+        pairs(&[("a", "1"), ("b", "2"), ("c", "again")])
+    );
+}
+
+#[test]
+fn a_table_with_the_older_meta_names_keeps_its_revision_and_applied_index() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(tmp.path()).expect("open");
+        let mut f = Fixture { store, index: 0 };
+        f.put("a", "1");
+        f.put("a", "2");
+        let t = &f.store.table;
+        t.remove(schema::META_STATE).unwrap();
+        t.insert(schema::OLD_META_REVISION, &schema::encode_i64(3))
+            .unwrap();
+        t.insert(schema::OLD_META_APPLIED, &schema::encode_i64(2))
+            .unwrap();
+        f.store.flush().expect("flush");
+    }
+    let store = Store::open(tmp.path()).expect("reopen");
+    assert_eq!(store.revision(), 3);
+    assert_eq!(store.applied_index(), 2);
+    assert!(!store.table.contains_key(schema::OLD_META_REVISION).unwrap());
+}
