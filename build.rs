@@ -18,6 +18,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // `Bytes` shares them instead of copying them at each step.
         .bytes(".mvccpb.KeyValue.value")
         .bytes(".etcdserverpb.PutRequest.value")
+        // Watch events are sent pre-encoded (see rpc.proto's WatchResponse).
+        .bytes(".etcdserverpb.WatchResponse.events")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! etcd's Watch service. Each gRPC stream is one task holding its watchers. It takes applied
-//! revisions from the watch hub (push, never polling) and reads the table only to replay history
-//! (a start revision in the past) or to catch up after falling behind the hub's buffer.
+//! revisions from the watch hub (push, never polling) and replays history (a start revision in
+//! the past, or catching up after falling behind the hub's buffer) from the hub's recent
+//! revisions or, further back, from the table. Events go out as the hub encoded them, once per
+//! revision for all watchers.
 //!
 //! Invariant: `synced` is the revision up to which every watcher of the stream has been sent
 //! everything; progress answers carry it, so a progress reply never overtakes events it covers.
@@ -9,8 +11,8 @@ use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::Stream;
-use prost::Message;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -24,8 +26,9 @@ use crate::proto::etcdserverpb::{
     watch_request::RequestUnion, watch_server::Watch, WatchCancelRequest, WatchCreateRequest,
     WatchRequest, WatchResponse,
 };
-use crate::proto::mvccpb::{event::EventType, Event};
+use crate::proto::mvccpb::event::EventType;
 use crate::store::KeyRange;
+use crate::watch::RevisionEvents;
 
 /// At most this many revisions of history go into one catch-up response (etcd's batch size).
 const CATCH_UP_REVISIONS: i64 = 1000;
@@ -83,20 +86,31 @@ struct Watcher {
 }
 
 impl Watcher {
-    fn select(&self, events: &[Event]) -> Vec<Event> {
-        events
+    /// The encoded events of `batch` this watcher wants, as it wants them.
+    fn select(&self, batch: &RevisionEvents) -> Vec<Bytes> {
+        let wanted: Vec<usize> = batch
+            .events
             .iter()
-            .filter(|e| {
+            .enumerate()
+            .filter(|(_, e)| {
                 let is_put = e.r#type == EventType::Put as i32;
                 let key = e.kv.as_ref().map(|kv| kv.key.as_slice()).unwrap_or(&[]);
                 self.range.contains(key) && !(is_put && self.no_put) && (is_put || !self.no_delete)
             })
-            .map(|e| {
-                let mut e = e.clone();
-                if !self.prev_kv {
-                    e.prev_kv = None;
+            .map(|(i, _)| i)
+            .collect();
+        if wanted.is_empty() {
+            return vec![];
+        }
+        let encoded = batch.encoded();
+        wanted
+            .into_iter()
+            .map(|i| {
+                if self.prev_kv {
+                    encoded[i].with_prev.clone()
+                } else {
+                    encoded[i].without_prev.clone()
                 }
-                e
             })
             .collect()
     }
@@ -147,7 +161,7 @@ impl WatchStream {
 
     /// One applied revision from the hub. A gap before it (a snapshot was installed) or an empty
     /// batch (the hub's "catch up" signal) is filled from the table.
-    async fn on_batch(&mut self, batch: &crate::watch::RevisionEvents) -> Result<(), Closed> {
+    async fn on_batch(&mut self, batch: &RevisionEvents) -> Result<(), Closed> {
         if batch.revision <= self.synced {
             return Ok(());
         }
@@ -158,10 +172,32 @@ impl WatchStream {
         crate::metrics::metrics()
             .watch_lag
             .observe(lag.max(0) as f64);
-        self.deliver(batch.revision, &batch.events, batch.revision)
-            .await?;
+        self.deliver(batch, batch.revision).await?;
         self.synced = batch.revision;
         Ok(())
+    }
+
+    /// Revisions `from..=to`: from the hub's recent ones, or from the table. (The events of
+    /// the compaction revision itself come from the table: their prev_kv, below it, is gone, and
+    /// etcd sends them without.)
+    fn history(&self, from: i64, to: i64) -> Result<Vec<Arc<RevisionEvents>>, Error> {
+        let compacted = self.node.store.compact_revision();
+        if from < compacted {
+            return Err(Error::Compacted);
+        }
+        if from > compacted {
+            if let Some(held) = self.node.hub.recent(from, to) {
+                return Ok(held);
+            }
+        }
+        let mut by_revision: BTreeMap<i64, Vec<_>> = BTreeMap::new();
+        for (rev, e) in self.node.store.events_between(from, to)? {
+            by_revision.entry(rev).or_default().push(e);
+        }
+        Ok(by_revision
+            .into_iter()
+            .map(|(rev, events)| Arc::new(RevisionEvents::new(rev, events)))
+            .collect())
     }
 
     /// Delivers every revision already published, without waiting for more.
@@ -271,7 +307,7 @@ impl WatchStream {
         let mut from = from;
         while from <= self.synced {
             let to = (from + CATCH_UP_REVISIONS - 1).min(self.synced);
-            let history = match self.node.store.events_between(from, to) {
+            let history = match self.history(from, to) {
                 Ok(h) => h,
                 Err(Error::Compacted) => return self.cancel_compacted(id).await,
                 Err(e) => {
@@ -279,11 +315,10 @@ impl WatchStream {
                     return Err(Closed);
                 }
             };
-            let events: Vec<Event> = history.into_iter().map(|(_, e)| e).collect();
             let Some(w) = self.watchers.get_mut(&id) else {
                 return Ok(());
             };
-            let selected = w.select(&events);
+            let selected: Vec<Bytes> = history.iter().flat_map(|b| w.select(b)).collect();
             w.next_rev = to + 1;
             if !selected.is_empty() {
                 w.sent_since_tick = true;
@@ -306,20 +341,16 @@ impl WatchStream {
         self.send(resp).await
     }
 
-    /// Live events of one revision to every watcher that wants them.
-    async fn deliver(
-        &mut self,
-        revision: i64,
-        events: &[Event],
-        header_rev: i64,
-    ) -> Result<(), Closed> {
+    /// Events of one revision to every watcher that wants them.
+    async fn deliver(&mut self, batch: &RevisionEvents, header_rev: i64) -> Result<(), Closed> {
+        let revision = batch.revision;
         let mut outgoing = vec![];
         for (id, w) in self.watchers.iter_mut() {
             if w.next_rev > revision {
                 continue;
             }
             w.next_rev = revision + 1;
-            let selected = w.select(events);
+            let selected = w.select(batch);
             if !selected.is_empty() {
                 w.sent_since_tick = true;
                 outgoing.push((*id, selected, w.fragment));
@@ -343,7 +374,7 @@ impl WatchStream {
         while self.synced < target {
             let from = self.synced + 1;
             let to = (from + CATCH_UP_REVISIONS - 1).min(target);
-            let history = match self.node.store.events_between(from, to) {
+            let history = match self.history(from, to) {
                 Ok(h) => h,
                 Err(Error::Compacted) => {
                     let ids: Vec<i64> = self.watchers.keys().copied().collect();
@@ -358,12 +389,8 @@ impl WatchStream {
                     return Err(Closed);
                 }
             };
-            let mut by_revision: BTreeMap<i64, Vec<Event>> = BTreeMap::new();
-            for (rev, e) in history {
-                by_revision.entry(rev).or_default().push(e);
-            }
-            for (rev, events) in by_revision {
-                self.deliver(rev, &events, rev).await?;
+            for batch in history {
+                self.deliver(&batch, batch.revision).await?;
             }
             self.synced = to;
         }
@@ -375,20 +402,19 @@ impl WatchStream {
         &self,
         id: i64,
         revision: i64,
-        events: Vec<Event>,
+        events: Vec<Bytes>,
         fragment: bool,
     ) -> Result<(), Closed> {
         let limit = self.node.config.max_request_bytes;
-        // Sizes are only needed by a watcher that asked for fragments.
-        if !fragment || events.iter().map(|e| e.encoded_len()).sum::<usize>() <= limit {
+        if !fragment || events.iter().map(Bytes::len).sum::<usize>() <= limit {
             let mut resp = self.response(id, revision);
             resp.events = events;
             return self.send(resp).await;
         }
-        let mut chunks: Vec<Vec<Event>> = vec![vec![]];
+        let mut chunks: Vec<Vec<Bytes>> = vec![vec![]];
         let mut size = 0;
         for e in events {
-            let len = e.encoded_len();
+            let len = e.len();
             if size + len > limit && chunks.last().is_some_and(|c| !c.is_empty()) {
                 chunks.push(vec![]);
                 size = 0;

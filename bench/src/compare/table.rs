@@ -41,7 +41,7 @@ fn lat(r: &RunResult, f: fn(&Report) -> f64) -> Option<f64> {
     r.report.as_ref().filter(|x| x.requests > 0).map(f)
 }
 
-const METRICS: [Metric; 10] = [
+const METRICS: [Metric; 11] = [
     Metric {
         key: "requests_per_s",
         label: "req/s",
@@ -66,6 +66,13 @@ const METRICS: [Metric; 10] = [
         key: "p999_ms",
         label: "p99.9 ms",
         get: |r| lat(r, |x| x.latency.p999_ms),
+    },
+    Metric {
+        // watch-get: how long the watchers took to receive their history (the gets measure
+        // how reads fare meanwhile; when catch-up is short they are few).
+        key: "catchup_s",
+        label: "catch-up s",
+        get: |r| r.report.as_ref()?.extra.get("catchup_s").copied(),
     },
     Metric {
         key: "cpu_s",
@@ -303,6 +310,9 @@ impl Comparison {
                 let Some(c) = row.metrics.get(m.key) else {
                     continue;
                 };
+                if c.raftkine.is_none() && c.etcd.is_none() && m.key != "requests_per_s" {
+                    continue;
+                }
                 if m.key == "errors"
                     && c.raftkine.unwrap_or(0.0) == 0.0
                     && c.etcd.unwrap_or(0.0) == 0.0
