@@ -220,16 +220,14 @@ impl Wal {
 
     /// Reads one segment's records into the index.
     fn replay(&mut self, seq: u64, file: &File) -> Result<Replayed> {
-        let len = file.metadata()?.len() as usize;
-        let mut data = vec![0u8; len];
-        file.read_exact_at(&mut data, 0)?;
+        let mut reader = SegmentReader::new(file)?;
         let mut offset = 0;
         let mut replayed = Replayed {
             end: 0,
             start_prev: 0,
             continued: true,
         };
-        while let Some((kind, payload, record_len)) = next_record(&data, offset) {
+        while let Some((kind, payload, record_len)) = reader.record(offset as u64)? {
             match kind {
                 START => {
                     if payload.len() < 16 {
@@ -514,6 +512,58 @@ fn decode_entry(record: Option<&[u8]>, index: u64) -> Result<Entry> {
             Entry::parse_from_bytes(payload).map_err(|e| corrupt(format!("entry {index}: {e}")))
         }
         _ => Err(corrupt(format!("entry {index} does not read back"))),
+    }
+}
+
+/// Reads a segment front to back through a buffer of about [`SegmentReader::CHUNK`] bytes
+/// (a segment is mostly preallocated zeros; reading stops at the first).
+struct SegmentReader<'f> {
+    file: &'f File,
+    len: u64,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    start: u64,
+}
+
+impl<'f> SegmentReader<'f> {
+    const CHUNK: usize = 1 << 20;
+
+    fn new(file: &'f File) -> Result<SegmentReader<'f>> {
+        Ok(SegmentReader {
+            file,
+            len: file.metadata()?.len(),
+            buf: vec![],
+            start: 0,
+        })
+    }
+
+    /// Bytes `offset..offset + n` of the file, None past its end.
+    fn get(&mut self, offset: u64, n: usize) -> Result<Option<&[u8]>> {
+        if offset + n as u64 > self.len {
+            return Ok(None);
+        }
+        if offset < self.start || offset + n as u64 > self.start + self.buf.len() as u64 {
+            let want = n.max(Self::CHUNK).min((self.len - offset) as usize);
+            self.buf.resize(want, 0);
+            self.file.read_exact_at(&mut self.buf, offset)?;
+            self.start = offset;
+        }
+        let at = (offset - self.start) as usize;
+        Ok(Some(&self.buf[at..at + n]))
+    }
+
+    /// The valid record at `offset`: (type, payload, record length); None where the log ends.
+    fn record(&mut self, offset: u64) -> Result<Option<(u8, &[u8], usize)>> {
+        let len = match self.get(offset, 4)? {
+            Some(b) => u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize,
+            None => return Ok(None),
+        };
+        if len == 0 {
+            return Ok(None);
+        }
+        Ok(self
+            .get(offset, 8 + len)?
+            .and_then(|record| next_record(record, 0)))
     }
 }
 
