@@ -6,11 +6,19 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use etcd_client::{KvClient, WatchOptions, WatchStream};
+use bytes::Bytes;
+use prost::Message;
+use raftkine::proto::etcdserverpb::{
+    watch_request::RequestUnion, PutRequest, PutResponse, WatchCreateRequest, WatchRequest,
+    WatchResponse,
+};
+use raftkine::proto::mvccpb::Event;
 use tokio::sync::watch as signal;
 
+use super::k8s::prefix_end;
 use super::Ctx;
 use crate::cli::WatchOpts;
+use crate::grpc::{path, BidiStream, GrpcConn};
 use crate::report::Report;
 use crate::runner::{self, OpFuture, Worker};
 use crate::stats::Latencies;
@@ -20,7 +28,7 @@ const PREFIX: &str = "watch-bench/";
 const GRACE: Duration = Duration::from_secs(30);
 
 struct StampedPutWorker {
-    kv: KvClient,
+    conn: GrpcConn,
     base: Instant,
     val_size: usize,
     key_space: u64,
@@ -29,9 +37,12 @@ struct StampedPutWorker {
 impl Worker for StampedPutWorker {
     fn call(&mut self, seq: u64) -> OpFuture<'_> {
         Box::pin(async move {
-            let key = format!("{PREFIX}{:08}", seq % self.key_space);
-            let value = stamped_value(self.base, self.val_size);
-            self.kv.put(key, value, None).await?;
+            let request = PutRequest {
+                key: format!("{PREFIX}{:08}", seq % self.key_space).into_bytes(),
+                value: stamped_value(self.base, self.val_size).into(),
+                ..Default::default()
+            };
+            let _: PutResponse = self.conn.unary(path::PUT, &request).await?;
             Ok("put")
         })
     }
@@ -54,39 +65,47 @@ struct Received {
     error: Option<String>,
 }
 
-/// Opens a stream with `watchers` watchers on the prefix and waits until all are created.
-pub(super) async fn open_stream(
-    ctx: &Ctx,
-    index: usize,
-    key: &str,
-    options: WatchOptions,
-    watchers: usize,
-) -> Result<WatchStream> {
-    let mut client = ctx.pool().await?.client(index).watch_client();
-    let mut stream = client.watch(key, Some(options.clone())).await?;
-    for _ in 1..watchers {
-        stream.watch(key, Some(options.clone())).await?;
+/// Opens a stream with `watchers` watchers on the keys under `prefix` and waits until all are
+/// created.
+async fn open_stream(conn: &GrpcConn, prefix: &str, watchers: usize) -> Result<BidiStream> {
+    let mut stream = conn.bidi(path::WATCH).await?;
+    let create = WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: prefix.as_bytes().to_vec(),
+            range_end: prefix_end(prefix.as_bytes()),
+            ..Default::default()
+        })),
+    };
+    for _ in 0..watchers {
+        stream.send(&create)?;
     }
     let mut created = 0;
     while created < watchers {
-        let resp = tokio::time::timeout(Duration::from_secs(30), stream.message())
+        let resp: WatchResponse = tokio::time::timeout(Duration::from_secs(30), stream.message())
             .await
             .context("timed out creating watchers")??
             .ok_or_else(|| anyhow!("watch stream closed while creating watchers"))?;
-        if resp.canceled() {
-            bail!("watch canceled by the server: {}", resp.cancel_reason());
+        if resp.canceled {
+            bail!("watch canceled by the server: {}", resp.cancel_reason);
         }
-        if resp.created() {
+        if resp.created {
             created += 1;
         }
     }
     Ok(stream)
 }
 
+/// When the put of an event's value was sent (its first 8 bytes), relative to the run's base.
+fn sent_at(event: &Bytes) -> Option<Duration> {
+    let event = Event::decode(event.clone()).ok()?;
+    let stamp = event.kv?.value.get(..8)?.try_into().ok()?;
+    Some(Duration::from_nanos(u64::from_le_bytes(stamp)))
+}
+
 /// Receives events until `target` of them arrived; `target` is lowered when fewer puts were
 /// made than planned, and set to 0 to give up.
 async fn receive(
-    mut stream: WatchStream,
+    mut stream: BidiStream,
     base: Instant,
     mut target: signal::Receiver<u64>,
 ) -> Received {
@@ -101,7 +120,7 @@ async fn receive(
             break;
         }
         let msg = tokio::select! {
-            msg = stream.message() => msg,
+            msg = stream.message::<WatchResponse>() => msg,
             changed = target.changed() => match changed {
                 Ok(()) => continue,
                 Err(_) => break,
@@ -111,18 +130,13 @@ async fn receive(
             Ok(Some(resp)) => {
                 let now = Instant::now();
                 let since_base = now.duration_since(base);
-                for ev in resp.events() {
-                    let sent = ev
-                        .kv()
-                        .and_then(|kv| kv.value().get(..8))
-                        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                        .map(|b| Duration::from_nanos(u64::from_le_bytes(b)));
-                    if let Some(sent) = sent {
+                for ev in &resp.events {
+                    if let Some(sent) = sent_at(ev) {
                         r.latencies.record(since_base.saturating_sub(sent));
                     }
                     r.events += 1;
                 }
-                if !resp.events().is_empty() {
+                if !resp.events.is_empty() {
                     r.last_event = Some(now);
                 }
             }
@@ -144,10 +158,10 @@ pub async fn run(ctx: &Ctx, o: &WatchOpts) -> Result<Report> {
     let watchers = o.streams.max(1) * o.watchers_per_stream.max(1);
     let base = Instant::now();
     let setup_start = Instant::now();
+    let lean = ctx.lean().await?;
     let mut streams = Vec::with_capacity(o.streams.max(1));
     for s in 0..o.streams.max(1) {
-        let options = WatchOptions::new().with_prefix();
-        streams.push(open_stream(ctx, s, PREFIX, options, o.watchers_per_stream.max(1)).await?);
+        streams.push(open_stream(&lean.conn(s), PREFIX, o.watchers_per_stream.max(1)).await?);
     }
     let setup_s = setup_start.elapsed().as_secs_f64();
 
@@ -158,10 +172,9 @@ pub async fn run(ctx: &Ctx, o: &WatchOpts) -> Result<Report> {
         .map(|s| tokio::spawn(receive(s, base, target_rx.clone())))
         .collect();
 
-    let pool = ctx.pool().await?;
     let workers = (0..ctx.clients)
         .map(|i| StampedPutWorker {
-            kv: pool.client(i).kv_client(),
+            conn: lean.conn(i),
             base,
             val_size: ctx.val_size.max(8),
             key_space: ctx.global.key_space_size.max(1),
