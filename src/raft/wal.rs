@@ -607,6 +607,15 @@ mod tests {
         }
     }
 
+    /// A new log after (prev_index, prev_term), in a temporary dir kept alive by the first value.
+    fn new_wal(prev_index: u64, prev_term: u64) -> (tempfile::TempDir, PathBuf, Wal) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("wal");
+        Wal::create(&dir, &origin(prev_index, prev_term), &[]).unwrap();
+        let wal = Wal::open(&dir).unwrap();
+        (tmp, dir, wal)
+    }
+
     fn datas(wal: &Wal) -> Vec<String> {
         let (first, last) = (wal.origin().0 + 1, wal.last_index());
         (first..=last)
@@ -618,10 +627,7 @@ mod tests {
 
     #[test]
     fn entries_and_hard_state_survive_a_reopen() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("wal");
-        Wal::create(&dir, &origin(1, 1), &[]).unwrap();
-        let mut wal = Wal::open(&dir).unwrap();
+        let (_tmp, dir, mut wal) = new_wal(1, 1);
         wal.append(&[entry(2, 1, "a"), entry(3, 1, "b")]).unwrap();
         let hs = HardState {
             term: 2,
@@ -644,10 +650,7 @@ mod tests {
 
     #[test]
     fn a_conflicting_tail_is_replaced() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("wal");
-        Wal::create(&dir, &origin(0, 0), &[]).unwrap();
-        let mut wal = Wal::open(&dir).unwrap();
+        let (_tmp, dir, mut wal) = new_wal(0, 0);
         wal.append(&[entry(1, 1, "a"), entry(2, 1, "b"), entry(3, 1, "c")])
             .unwrap();
         wal.sync().unwrap();
@@ -663,10 +666,7 @@ mod tests {
 
     #[test]
     fn a_torn_tail_ends_the_log_and_is_overwritten() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("wal");
-        Wal::create(&dir, &origin(0, 0), &[]).unwrap();
-        let mut wal = Wal::open(&dir).unwrap();
+        let (_tmp, dir, mut wal) = new_wal(0, 0);
         wal.append(&[entry(1, 1, "a"), entry(2, 1, "b")]).unwrap();
         wal.sync().unwrap();
         let end = wal.write_offset;
@@ -686,10 +686,7 @@ mod tests {
 
     #[test]
     fn segments_roll_over_and_compaction_deletes_only_durable_ones() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("wal");
-        Wal::create(&dir, &origin(0, 0), &[]).unwrap();
-        let mut wal = Wal::open(&dir).unwrap();
+        let (_tmp, dir, mut wal) = new_wal(0, 0);
         let big = "x".repeat(1024 * 1024);
         for i in 1..=40 {
             wal.append(&[entry(i, 1, &big)]).unwrap();
@@ -712,10 +709,7 @@ mod tests {
 
     #[test]
     fn a_reset_discards_the_log_even_if_a_crash_left_old_segments() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("wal");
-        Wal::create(&dir, &origin(0, 0), &[]).unwrap();
-        let mut wal = Wal::open(&dir).unwrap();
+        let (tmp, dir, mut wal) = new_wal(0, 0);
         wal.append(&[entry(1, 1, "a"), entry(2, 1, "b")]).unwrap();
         wal.sync().unwrap();
         wal.reset(&origin(100, 3)).unwrap();
