@@ -1,6 +1,8 @@
 //! Outbound raft messages: one task per peer holds a client stream of the Peer.Raft call and
 //! forwards what the raft thread queues. Sending never blocks the raft thread: a full queue drops
-//! the message (raft retransmits) and reports the peer unreachable.
+//! the message (raft retransmits) and reports the peer unreachable. A stream that ends (the
+//! peer's process or connection went away) is reported as lost, so that a follower whose leader
+//! died need not wait out a whole election timeout to notice.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +27,7 @@ struct Link {
 pub struct Transport {
     links: Mutex<HashMap<u64, Link>>,
     unreachable: Mutex<Vec<u64>>,
+    lost: Mutex<Vec<u64>>,
     tls: Arc<rustls::ClientConfig>,
     runtime: tokio::runtime::Handle,
 }
@@ -34,6 +37,7 @@ impl Transport {
         Arc::new(Transport {
             links: Mutex::new(HashMap::new()),
             unreachable: Mutex::new(vec![]),
+            lost: Mutex::new(vec![]),
             tls,
             runtime,
         })
@@ -108,6 +112,18 @@ impl Transport {
         std::mem::take(&mut *self.unreachable.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    fn mark_lost(&self, id: u64) {
+        let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        if !lost.contains(&id) {
+            lost.push(id);
+        }
+    }
+
+    /// Peers whose open stream ended since the last call.
+    pub fn take_lost(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.lost.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     fn still_current(&self, id: u64, addr: &str) -> bool {
         self.links
             .lock()
@@ -158,6 +174,9 @@ async fn run_link(
                             None => return,
                         }
                     }
+                }
+                if let Some(t) = transport.upgrade() {
+                    t.mark_lost(id);
                 }
             }
             Err(e) => tracing::debug!(peer = id, "{e}"),

@@ -430,6 +430,9 @@ impl Worker {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
+            for id in self.transport.take_lost() {
+                self.on_peer_lost(id);
+            }
             self.send_reads();
             if last_tick.elapsed() >= self.options.tick {
                 self.raw.tick();
@@ -456,6 +459,22 @@ impl Worker {
         if self.store.flush().is_ok() {
             self.status.durable_index.store(applied, Ordering::Release);
         }
+    }
+
+    /// The stream to a peer ended. If it was this follower's leader (killed, most likely), its
+    /// leader lease ends now and it times out within a few ticks, instead of waiting out the
+    /// whole randomized election timeout. Safe if the leader is in fact alive: the election
+    /// starts with a pre-vote, which every member still hearing from the leader refuses.
+    fn on_peer_lost(&mut self, id: u64) {
+        let raft = &mut self.raw.raft;
+        if raft.state != StateRole::Follower || raft.leader_id != id {
+            return;
+        }
+        let timeout = raft.election_timeout();
+        raft.election_elapsed = raft.election_elapsed.max(timeout);
+        let soon = timeout + rand::random::<usize>() % 3 + 1;
+        raft.set_randomized_election_timeout(soon.max(raft.election_elapsed + 1));
+        tracing::info!(leader = id, "lost the stream to the leader");
     }
 
     fn campaign_if_alone(&mut self) -> Result<()> {
