@@ -221,6 +221,7 @@ impl RaftHandle {
             last_housekeeping: Instant::now(),
             heartbeats_sent: HashMap::new(),
             seen_leader: 0,
+            campaign_at: None,
         };
         metrics()
             .keys_total
@@ -388,6 +389,8 @@ struct Worker {
     heartbeats_sent: HashMap<u64, Instant>,
     /// The last leader seen (leader-change metric).
     seen_leader: u64,
+    /// A campaign to start at this time, unless the lost leader (or another) is heard from.
+    campaign_at: Option<(u64, Instant)>,
 }
 
 /// Follows the number of live keys from applied events: a put of version 1 creates a key, a
@@ -407,6 +410,8 @@ fn count_keys(events: &[crate::proto::mvccpb::Event]) {
     }
 }
 
+/// A follower that lost its leader's stream campaigns after a random delay below this.
+const LOST_LEADER_CAMPAIGN: Duration = Duration::from_millis(300);
 /// At most this many requests are taken from the inbox per loop turn (bounds Ready size).
 const MAX_REQUESTS_PER_TURN: usize = 4096;
 /// A learner this close to the leader's log counts as caught up.
@@ -416,7 +421,10 @@ impl Worker {
     fn run(mut self) {
         let mut last_tick = Instant::now();
         while !self.status.stopped.load(Ordering::Acquire) {
-            let wait = self.options.tick.saturating_sub(last_tick.elapsed());
+            let mut wait = self.options.tick.saturating_sub(last_tick.elapsed());
+            if let Some((_, at)) = self.campaign_at {
+                wait = wait.min(at.saturating_duration_since(Instant::now()));
+            }
             match self.inbox.recv_timeout(wait) {
                 Ok(req) => {
                     self.handle(req);
@@ -432,6 +440,9 @@ impl Worker {
             }
             for id in self.transport.take_lost() {
                 self.on_peer_lost(id);
+            }
+            if let Err(e) = self.campaign_if_due() {
+                tracing::debug!("campaign after losing the leader: {e}");
             }
             self.send_reads();
             if last_tick.elapsed() >= self.options.tick {
@@ -462,19 +473,44 @@ impl Worker {
     }
 
     /// The stream to a peer ended. If it was this follower's leader (killed, most likely), its
-    /// leader lease ends now and it times out within a few ticks, instead of waiting out the
-    /// whole randomized election timeout. Safe if the leader is in fact alive: the election
-    /// starts with a pre-vote, which every member still hearing from the leader refuses.
+    /// leader lease ends now (so it grants the other followers' votes) and it campaigns after a
+    /// random [`LOST_LEADER_CAMPAIGN`] delay (so two followers seldom campaign at once), instead
+    /// of waiting out the whole randomized election timeout. Safe if the leader is in fact
+    /// alive: the election starts with a pre-vote, which every member still hearing from the
+    /// leader refuses.
     fn on_peer_lost(&mut self, id: u64) {
         let raft = &mut self.raw.raft;
         if raft.state != StateRole::Follower || raft.leader_id != id {
             return;
         }
-        let timeout = raft.election_timeout();
-        raft.election_elapsed = raft.election_elapsed.max(timeout);
-        let soon = timeout + rand::random::<usize>() % 3 + 1;
-        raft.set_randomized_election_timeout(soon.max(raft.election_elapsed + 1));
-        tracing::info!(leader = id, "lost the stream to the leader");
+        raft.election_elapsed = raft.election_elapsed.max(raft.election_timeout());
+        let delay = rand::random::<u64>() % LOST_LEADER_CAMPAIGN.as_millis() as u64;
+        self.campaign_at = Some((id, Instant::now() + Duration::from_millis(delay)));
+        tracing::info!(
+            leader = id,
+            delay_ms = delay,
+            "lost the stream to the leader"
+        );
+    }
+
+    /// The campaign `on_peer_lost` scheduled, if it is due and nothing was heard since from the
+    /// lost leader (a message from it resets the election clock) or from a new one.
+    fn campaign_if_due(&mut self) -> Result<()> {
+        let Some((lost, at)) = self.campaign_at else {
+            return Ok(());
+        };
+        if Instant::now() < at {
+            return Ok(());
+        }
+        self.campaign_at = None;
+        let raft = &self.raw.raft;
+        if raft.state == StateRole::Follower
+            && raft.leader_id == lost
+            && raft.election_elapsed >= raft.election_timeout()
+        {
+            self.raw.campaign()?;
+        }
+        Ok(())
     }
 
     fn campaign_if_alone(&mut self) -> Result<()> {
