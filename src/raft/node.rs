@@ -419,6 +419,11 @@ const CAUGHT_UP_LAG: u64 = 64;
 
 impl Worker {
     fn run(mut self) {
+        // A member alone has elected itself already (`campaign_if_alone`): say so at once.
+        if let Err(e) = self.on_ready() {
+            tracing::error!("raft loop stopped: {e}");
+            return;
+        }
         let mut last_tick = Instant::now();
         while !self.status.stopped.load(Ordering::Acquire) {
             let mut wait = self.options.tick.saturating_sub(last_tick.elapsed());

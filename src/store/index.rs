@@ -52,6 +52,21 @@ impl Keys {
         }
     }
 
+    /// The index of every row's (key, version), given in revision order.
+    pub fn from_rows(mut rows: Vec<(sled::IVec, Version)>) -> Keys {
+        // A stable sort keeps each key's versions in revision order; a BTreeMap made from
+        // sorted entries is built in one pass.
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut grouped: Vec<(Vec<u8>, Versions)> = Vec::new();
+        for (key, version) in rows {
+            match grouped.last_mut() {
+                Some((last, versions)) if last.as_slice() == key.as_ref() => versions.push(version),
+                _ => grouped.push((key.to_vec(), SmallVec::from_elem(version, 1))),
+            }
+        }
+        Keys(grouped.into_iter().collect())
+    }
+
     fn forget(&mut self, key: &[u8], rev: Rev) {
         if let Some(versions) = self.0.get_mut(key) {
             versions.retain(|v| v.rev != rev);
@@ -132,6 +147,11 @@ impl Keys {
             victims.push(newest.rev);
         }
         victims
+    }
+
+    /// Number of rows indexed.
+    pub fn rows(&self) -> usize {
+        self.0.values().map(|v| v.len()).sum()
     }
 
     /// Number of keys alive at the latest revision.
@@ -259,6 +279,29 @@ mod tests {
         assert_eq!(k.before(b"b", 7), None, "deleted before revision 7");
         assert_eq!(k.before(b"a", 4), Some(Rev::new(2, 0)));
         assert_eq!(k.live_count(), 3);
+    }
+
+    #[test]
+    fn built_from_rows_it_equals_the_index_built_row_by_row() {
+        let rows: Vec<(sled::IVec, Version)> = [
+            ("b", 2, false),
+            ("a", 3, false),
+            ("b", 4, true),
+            ("c", 5, false),
+            ("a", 6, false),
+            ("b", 7, false),
+        ]
+        .into_iter()
+        .map(|(k, main, t)| (sled::IVec::from(k.as_bytes()), v(main, t)))
+        .collect();
+        let mut one_by_one = Keys::default();
+        for (key, version) in &rows {
+            one_by_one.add(key, *version);
+        }
+        let built = Keys::from_rows(rows);
+        assert_eq!(built.0, one_by_one.0);
+        assert_eq!(built.get(b"b", Some(5)), None);
+        assert_eq!(built.get(b"a", None), Some(Rev::new(6, 0)));
     }
 
     #[test]

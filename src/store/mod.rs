@@ -55,6 +55,7 @@ impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(dir)?;
+        let started = std::time::Instant::now();
         let db = sled::Config::new()
             .path(dir.join("db"))
             .cache_capacity(64 * 1024 * 1024)
@@ -63,7 +64,15 @@ impl Store {
             // fsyncs competing with it.
             .flush_every_ms(None)
             .open()?;
-        Self::with_db(db)
+        let opened = started.elapsed();
+        let store = Self::with_db(db)?;
+        tracing::info!(
+            rows = store.index.read().rows(),
+            open_ms = opened.as_millis() as u64,
+            index_ms = (started.elapsed() - opened).as_millis() as u64,
+            "opened the table"
+        );
+        Ok(store)
     }
 
     /// A store in a temporary sled database (tests).
@@ -145,14 +154,50 @@ impl Store {
             self.table.apply_batch(debris)?;
             self.flush()?;
         }
-        let mut keys = index::Keys::default();
-        for item in self.table.scan_prefix([ROW]) {
-            let (k, row) = item?;
-            let rev = Rev::from_bytes(&k[1..]).ok_or_else(|| Error::Corrupt("row key".into()))?;
-            let (key, tombstone) =
-                index::key_of_row(&row).ok_or_else(|| Error::Corrupt("row".into()))?;
-            keys.add(key, index::Version { rev, tombstone });
+        // The rows are read in revision ranges, one thread each (on a big table the read is
+        // most of a restart), then the index is built from all of them at once.
+        let parts = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4);
+        let high = self.revision() + 1;
+        let step = (high / parts as i64).max(1);
+        let bounds: Vec<i64> = (0..parts as i64)
+            .map(|i| i * step)
+            .chain(std::iter::once(i64::MAX))
+            .collect();
+        let read = |from: i64, to: i64| -> Result<Vec<(sled::IVec, index::Version)>> {
+            let mut rows = vec![];
+            for item in self
+                .table
+                .range(row_key(Rev::new(from, 0))..row_key(Rev::new(to, 0)))
+            {
+                let (k, row) = item?;
+                let rev =
+                    Rev::from_bytes(&k[1..]).ok_or_else(|| Error::Corrupt("row key".into()))?;
+                let (key, tombstone) =
+                    index::key_of_row(&row).ok_or_else(|| Error::Corrupt("row".into()))?;
+                rows.push((key.into(), index::Version { rev, tombstone }));
+            }
+            Ok(rows)
+        };
+        let read_parts: Vec<Result<Vec<_>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = bounds
+                .windows(2)
+                .map(|w| s.spawn(move || read(w[0], w[1])))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::Corrupt("reading rows".into())))
+                })
+                .collect()
+        });
+        let mut rows = vec![];
+        for part in read_parts {
+            rows.extend(part?);
         }
+        let keys = index::Keys::from_rows(rows);
         *self.index.write() = keys;
         Ok(())
     }
