@@ -17,13 +17,17 @@
 //!
 //! `cut()` blocks every connection; `cut_from(pred)` blocks only connections whose source
 //! address matches `pred` (the cluster helper uses it to block one process's outgoing
-//! connections, see `cluster::owner_of_connection`). Dropping the proxy stops it and closes all
-//! of its connections.
+//! connections, see `cluster::owner_of_connection`). Both return once the cut is in force:
+//! every forwarding connection it blocks has been closed, so nothing written after the call
+//! gets through (bytes already handed to the target's socket are like packets already on the
+//! wire). Dropping the proxy stops it and closes all of its connections.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
@@ -52,11 +56,26 @@ impl Rules {
     }
 }
 
+/// The connections that are forwarding, so that a cut can close them before it returns.
+#[derive(Default)]
+struct Live {
+    next_id: AtomicU64,
+    connections: Mutex<HashMap<u64, LiveConnection>>,
+}
+
+/// One forwarding connection as the cutting side sees it.
+struct LiveConnection {
+    source: SocketAddr,
+    /// Closes the connection when sent to (or dropped).
+    close: Option<oneshot::Sender<()>>,
+}
+
 /// A running proxy; see the module doc. Stopped when dropped.
 pub struct Proxy {
     addr: SocketAddr,
     target: SocketAddr,
     rules: watch::Sender<Rules>,
+    live: Arc<Live>,
     forwarding: Arc<AtomicUsize>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -79,15 +98,21 @@ impl Proxy {
         let (rules, rules_rx) = watch::channel(Rules::Forward);
         let (stop, stop_rx) = oneshot::channel();
         let forwarding = Arc::new(AtomicUsize::new(0));
-        let counter = forwarding.clone();
+        let live = Arc::new(Live::default());
+        let shared = Shared {
+            rules: rules_rx,
+            live: live.clone(),
+            forwarding: forwarding.clone(),
+        };
         let thread = std::thread::Builder::new()
             .name(format!("proxy-{}", addr.port()))
-            .spawn(move || run(listener, target, rules_rx, counter, stop_rx))
+            .spawn(move || run(listener, target, shared, stop_rx))
             .expect("spawning the proxy thread");
         Proxy {
             addr,
             target,
             rules,
+            live,
             forwarding,
             stop: Some(stop),
             thread: Some(thread),
@@ -106,13 +131,51 @@ impl Proxy {
 
     /// Blocks every connection: forwarding ones are closed, new ones accepted and held.
     pub fn cut(&self) {
-        self.rules.send_replace(Rules::CutAll);
+        self.enforce(Rules::CutAll);
     }
 
     /// Blocks only the connections whose source address matches `blocked` (forwarding ones are
     /// closed, new ones held); the others are forwarded. Replaces any earlier cut.
     pub fn cut_from(&self, blocked: impl Fn(SocketAddr) -> bool + Send + Sync + 'static) {
-        self.rules.send_replace(Rules::CutFrom(Arc::new(blocked)));
+        self.enforce(Rules::CutFrom(Arc::new(blocked)));
+    }
+
+    /// Puts `rules` in force: new connections see them at once; the forwarding connections they
+    /// block are told to close, and this waits until they have.
+    ///
+    /// A connection registers itself as forwarding and then checks the rules again, so one that
+    /// registers after the scan below still sees these rules and does not forward.
+    fn enforce(&self, rules: Rules) {
+        self.rules.send_replace(rules.clone());
+        let closing: Vec<u64> = {
+            let mut connections = self.live.connections.lock().unwrap();
+            connections
+                .iter_mut()
+                .filter(|(_, c)| rules.blocks(c.source))
+                .map(|(&id, c)| {
+                    if let Some(close) = c.close.take() {
+                        let _ = close.send(());
+                    }
+                    id
+                })
+                .collect()
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let still_open = {
+                let connections = self.live.connections.lock().unwrap();
+                closing.iter().any(|id| connections.contains_key(id))
+            };
+            if !still_open {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "proxy {}: blocked connections were not closed within 5 s",
+                self.addr
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Forwards everything again, including the connections held while cut.
@@ -142,13 +205,20 @@ impl Drop for Proxy {
     }
 }
 
+/// What the proxy thread's connections share with the `Proxy` handle.
+#[derive(Clone)]
+struct Shared {
+    rules: watch::Receiver<Rules>,
+    live: Arc<Live>,
+    forwarding: Arc<AtomicUsize>,
+}
+
 /// The proxy thread: a runtime accepting until told to stop; dropping the runtime then closes
 /// every connection.
 fn run(
     listener: std::net::TcpListener,
     target: SocketAddr,
-    rules: watch::Receiver<Rules>,
-    forwarding: Arc<AtomicUsize>,
+    shared: Shared,
     stop: oneshot::Receiver<()>,
 ) {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -158,24 +228,19 @@ fn run(
     runtime.block_on(async move {
         let listener = TcpListener::from_std(listener).expect("proxy listener");
         tokio::select! {
-            _ = accept_loop(listener, target, rules, forwarding) => {}
+            _ = accept_loop(listener, target, shared) => {}
             _ = stop => {}
         }
     });
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    target: SocketAddr,
-    rules: watch::Receiver<Rules>,
-    forwarding: Arc<AtomicUsize>,
-) {
+async fn accept_loop(listener: TcpListener, target: SocketAddr, shared: Shared) {
     loop {
         let (inbound, source) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(_) => {
                 // Out of descriptors or similar: wait instead of spinning.
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
@@ -183,8 +248,7 @@ async fn accept_loop(
             inbound,
             source,
             target,
-            rules: rules.clone(),
-            forwarding: forwarding.clone(),
+            shared: shared.clone(),
         };
         tokio::spawn(connection.serve());
     }
@@ -195,55 +259,58 @@ struct Connection {
     inbound: TcpStream,
     source: SocketAddr,
     target: SocketAddr,
-    rules: watch::Receiver<Rules>,
-    forwarding: Arc<AtomicUsize>,
+    shared: Shared,
 }
 
 impl Connection {
-    /// Holds the connection while it is blocked, then forwards until either side closes or it
-    /// becomes blocked.
+    /// Holds the connection while it is blocked, then forwards until either side closes or a
+    /// cut closes it.
     async fn serve(mut self) {
-        if !self.wait_until_allowed().await {
-            return;
-        }
-        let Ok(mut outbound) = TcpStream::connect(self.target).await else {
-            return;
+        let (id, closed) = loop {
+            if !self.wait_until_allowed().await {
+                return;
+            }
+            // Register, then look at the rules once more: a cut that scanned the registry
+            // before this registration has already replaced the rules, and is seen here.
+            let (close, closed) = oneshot::channel();
+            let id = self.shared.live.next_id.fetch_add(1, Ordering::SeqCst);
+            self.shared.live.connections.lock().unwrap().insert(
+                id,
+                LiveConnection {
+                    source: self.source,
+                    close: Some(close),
+                },
+            );
+            if !self.shared.rules.borrow().blocks(self.source) {
+                break (id, closed);
+            }
+            self.shared.live.connections.lock().unwrap().remove(&id);
         };
-        let _ = self.inbound.set_nodelay(true);
-        let _ = outbound.set_nodelay(true);
-        self.forwarding.fetch_add(1, Ordering::SeqCst);
-        let mut rules = self.rules.clone();
-        let source = self.source;
-        tokio::select! {
-            _ = tokio::io::copy_bidirectional(&mut self.inbound, &mut outbound) => {}
-            _ = wait_until_blocked(&mut rules, source) => {}
+        self.shared.forwarding.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut outbound) = TcpStream::connect(self.target).await {
+            let _ = self.inbound.set_nodelay(true);
+            let _ = outbound.set_nodelay(true);
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional(&mut self.inbound, &mut outbound) => {}
+                _ = closed => {}
+            }
         }
-        self.forwarding.fetch_sub(1, Ordering::SeqCst);
+        // Both sockets are closed before the cut that closed this connection returns.
+        drop(self.inbound);
+        self.shared.forwarding.fetch_sub(1, Ordering::SeqCst);
+        self.shared.live.connections.lock().unwrap().remove(&id);
     }
 
     /// Waits until the rules let this connection through; false if the proxy is stopping.
     async fn wait_until_allowed(&mut self) -> bool {
         loop {
-            let current = self.rules.borrow_and_update().clone();
+            let current = self.shared.rules.borrow_and_update().clone();
             if !current.blocks(self.source) {
                 return true;
             }
-            if self.rules.changed().await.is_err() {
+            if self.shared.rules.changed().await.is_err() {
                 return false;
             }
-        }
-    }
-}
-
-/// Returns once the rules block `source` (or the proxy stops).
-async fn wait_until_blocked(rules: &mut watch::Receiver<Rules>, source: SocketAddr) {
-    loop {
-        let current = rules.borrow_and_update().clone();
-        if current.blocks(source) {
-            return;
-        }
-        if rules.changed().await.is_err() {
-            return;
         }
     }
 }
