@@ -72,6 +72,11 @@ impl RevisionEvents {
         })
     }
 
+    /// About how many bytes the revision's events take on the wire (keys, values and prev_kvs).
+    pub fn payload_bytes(&self) -> usize {
+        self.weight() / 3
+    }
+
     /// About how much memory the revision holds (keys and values, twice once encoded).
     fn weight(&self) -> usize {
         let kv_len = |kv: &Option<crate::proto::mvccpb::KeyValue>| {

@@ -4,6 +4,12 @@
 //! revisions or, further back, from the table. Events go out as the hub encoded them, once per
 //! revision for all watchers.
 //!
+//! A stream that is behind (several revisions already waiting in its feed, or a catch-up)
+//! sends each watcher one response for a group of consecutive revisions
+//! ([`GROUP_REVISIONS`], about [`GROUP_BYTES`]) instead of one per revision, as etcd does for
+//! its unsynced watchers: fewer, larger messages cost both sides less per event. A stream that
+//! keeps up still sends each revision as soon as it is applied.
+//!
 //! Invariant: `synced` is the revision up to which every watcher of the stream has been sent
 //! everything; progress answers carry it, so a progress reply never overtakes events it covers.
 
@@ -32,6 +38,13 @@ use crate::watch::RevisionEvents;
 
 /// At most this many revisions of history go into one catch-up response (etcd's batch size).
 const CATCH_UP_REVISIONS: i64 = 1000;
+
+/// At most this many revisions go into one response when a stream is behind.
+const GROUP_REVISIONS: usize = 256;
+
+/// A group stops growing once its events hold about this many bytes (well under the 4 MiB a
+/// tonic client accepts by default).
+const GROUP_BYTES: usize = 1 << 20;
 
 pub struct WatchService {
     node: Arc<Node>,
@@ -62,6 +75,7 @@ impl Watch for WatchService {
             watchers: BTreeMap::new(),
             next_id: 0,
             synced,
+            held: None,
             counted: 0,
         };
         tokio::spawn(stream.run(incoming));
@@ -124,6 +138,8 @@ struct WatchStream {
     watchers: BTreeMap<i64, Watcher>,
     next_id: i64,
     synced: i64,
+    /// A revision taken from the feed while grouping that starts the next group.
+    held: Option<Arc<RevisionEvents>>,
     /// This stream's watchers as last added to the `raftkine_watchers` gauge.
     counted: i64,
 }
@@ -139,18 +155,22 @@ impl WatchStream {
         let mut progress = tokio::time::interval(self.node.config.watch_progress_notify_interval);
         progress.tick().await;
         loop {
-            let step = tokio::select! {
-                req = incoming.message() => match req {
-                    Ok(Some(req)) => self.on_request(req).await,
-                    Ok(None) | Err(_) => Err(Closed),
-                },
-                batch = self.feed.recv() => match batch {
-                    Ok(batch) => self.on_batch(&batch).await,
-                    Err(RecvError::Lagged(_)) => self.catch_up_all().await,
-                    Err(RecvError::Closed) => Err(Closed),
-                },
-                _ = progress.tick() => self.progress_tick().await,
-                _ = self.out.closed() => Err(Closed),
+            let step = if let Some(held) = self.held.take() {
+                self.on_batch(held).await
+            } else {
+                tokio::select! {
+                    req = incoming.message() => match req {
+                        Ok(Some(req)) => self.on_request(req).await,
+                        Ok(None) | Err(_) => Err(Closed),
+                    },
+                    batch = self.feed.recv() => match batch {
+                        Ok(batch) => self.on_batch(batch).await,
+                        Err(RecvError::Lagged(_)) => self.catch_up_all().await,
+                        Err(RecvError::Closed) => Err(Closed),
+                    },
+                    _ = progress.tick() => self.progress_tick().await,
+                    _ = self.out.closed() => Err(Closed),
+                }
             };
             self.count_watchers();
             if step.is_err() {
@@ -159,21 +179,50 @@ impl WatchStream {
         }
     }
 
-    /// One applied revision from the hub. A gap before it (a snapshot was installed) or an empty
-    /// batch (the hub's "catch up" signal) is filled from the table.
-    async fn on_batch(&mut self, batch: &RevisionEvents) -> Result<(), Closed> {
+    /// An applied revision from the hub, with the consecutive ones already waiting behind it
+    /// (see the module doc). A gap before it (a snapshot was installed) or an empty batch (the
+    /// hub's "catch up" signal) is filled from the table.
+    async fn on_batch(&mut self, batch: Arc<RevisionEvents>) -> Result<(), Closed> {
         if batch.revision <= self.synced {
             return Ok(());
         }
         if batch.events.is_empty() || batch.revision > self.synced + 1 {
             return self.catch_up_to(batch.revision).await;
         }
-        let lag = self.node.hub.last_published() - batch.revision;
+        let mut bytes = batch.payload_bytes();
+        let mut last = batch.revision;
+        let mut group = vec![batch];
+        let mut lagged = false;
+        while group.len() < GROUP_REVISIONS && bytes < GROUP_BYTES {
+            match self.feed.try_recv() {
+                Ok(next) if !next.events.is_empty() && next.revision == last + 1 => {
+                    bytes += next.payload_bytes();
+                    last = next.revision;
+                    group.push(next);
+                }
+                Ok(next) => {
+                    if next.revision > last || next.events.is_empty() {
+                        self.held = Some(next);
+                    }
+                    break;
+                }
+                Err(TryRecvError::Lagged(_)) => {
+                    lagged = true;
+                    break;
+                }
+                // Closed shows up again at the next recv.
+                Err(TryRecvError::Empty) | Err(TryRecvError::Closed) => break,
+            }
+        }
+        let lag = self.node.hub.last_published() - last;
         crate::metrics::metrics()
             .watch_lag
             .observe(lag.max(0) as f64);
-        self.deliver(batch, batch.revision).await?;
-        self.synced = batch.revision;
+        self.deliver(&group).await?;
+        self.synced = last;
+        if lagged {
+            self.catch_up_all().await?;
+        }
         Ok(())
     }
 
@@ -203,8 +252,12 @@ impl WatchStream {
     /// Delivers every revision already published, without waiting for more.
     async fn drain_feed(&mut self) -> Result<(), Closed> {
         loop {
+            if let Some(held) = self.held.take() {
+                self.on_batch(held).await?;
+                continue;
+            }
             match self.feed.try_recv() {
-                Ok(batch) => self.on_batch(&batch).await?,
+                Ok(batch) => self.on_batch(batch).await?,
                 Err(TryRecvError::Lagged(_)) => self.catch_up_all().await?,
                 Err(TryRecvError::Empty) => return Ok(()),
                 Err(TryRecvError::Closed) => return Err(Closed),
@@ -341,16 +394,22 @@ impl WatchStream {
         self.send(resp).await
     }
 
-    /// Events of one revision to every watcher that wants them.
-    async fn deliver(&mut self, batch: &RevisionEvents, header_rev: i64) -> Result<(), Closed> {
-        let revision = batch.revision;
+    /// The events of consecutive revisions to every watcher that wants them: one response per
+    /// watcher, whose header carries the last revision of the group.
+    async fn deliver(&mut self, group: &[Arc<RevisionEvents>]) -> Result<(), Closed> {
+        let Some(header_rev) = group.last().map(|b| b.revision) else {
+            return Ok(());
+        };
         let mut outgoing = vec![];
         for (id, w) in self.watchers.iter_mut() {
-            if w.next_rev > revision {
-                continue;
+            let mut selected = vec![];
+            for batch in group {
+                if w.next_rev > batch.revision {
+                    continue;
+                }
+                selected.extend(w.select(batch));
             }
-            w.next_rev = revision + 1;
-            let selected = w.select(batch);
+            w.next_rev = w.next_rev.max(header_rev + 1);
             if !selected.is_empty() {
                 w.sent_since_tick = true;
                 outgoing.push((*id, selected, w.fragment));
@@ -389,8 +448,8 @@ impl WatchStream {
                     return Err(Closed);
                 }
             };
-            for batch in history {
-                self.deliver(&batch, batch.revision).await?;
+            for group in groups(&history) {
+                self.deliver(group).await?;
             }
             self.synced = to;
         }
@@ -448,4 +507,23 @@ impl WatchStream {
         }
         Ok(())
     }
+}
+
+/// Consecutive runs of `history` within the group limits (see the module doc).
+fn groups(history: &[Arc<RevisionEvents>]) -> Vec<&[Arc<RevisionEvents>]> {
+    let mut out = vec![];
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, batch) in history.iter().enumerate() {
+        if i > start && (i - start >= GROUP_REVISIONS || bytes >= GROUP_BYTES) {
+            out.push(&history[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += batch.payload_bytes();
+    }
+    if start < history.len() {
+        out.push(&history[start..]);
+    }
+    out
 }

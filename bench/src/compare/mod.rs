@@ -221,7 +221,9 @@ async fn measure(target: &Target, sc: &Scenario, nodes: usize, out: &mut RunResu
     ];
     argv.extend(sc.args.iter().cloned());
     let cli = Cli::try_parse_from(&argv).context("parsing the scenario's command line")?;
+    let load_cpu_before = procfs::cpu_seconds(std::process::id())?;
     let outcome = scenario::run(&cli).await;
+    out.load_cpu_s = Some(procfs::cpu_seconds(std::process::id())? - load_cpu_before);
 
     let mut cpu_after = 0.0;
     let mut peak = 0.0f64;

@@ -18,6 +18,9 @@ pub struct RunResult {
     pub error: Option<String>,
     /// Server CPU seconds (user + system, all members) during the scenario.
     pub cpu_s: Option<f64>,
+    /// The load tool's own CPU seconds (this process) during the scenario: on a machine whose
+    /// cores it shares with the server, the part of them the server could not have.
+    pub load_cpu_s: Option<f64>,
     /// Peak resident set (VmHWM of a fresh process, largest member), MiB.
     pub peak_rss_mib: Option<f64>,
     /// Resident set once ready, before any load (largest member), MiB.
@@ -41,7 +44,7 @@ fn lat(r: &RunResult, f: fn(&Report) -> f64) -> Option<f64> {
     r.report.as_ref().filter(|x| x.requests > 0).map(f)
 }
 
-const METRICS: [Metric; 11] = [
+const METRICS: [Metric; 12] = [
     Metric {
         key: "requests_per_s",
         label: "req/s",
@@ -85,6 +88,14 @@ const METRICS: [Metric; 11] = [
         get: |r| {
             let n = r.report.as_ref()?.requests;
             (n > 0).then(|| r.cpu_s.unwrap_or(0.0) * 1e6 / n as f64)
+        },
+    },
+    Metric {
+        key: "load_cpu_us_per_req",
+        label: "load tool CPU µs/req",
+        get: |r| {
+            let n = r.report.as_ref()?.requests;
+            (n > 0).then(|| r.load_cpu_s.unwrap_or(0.0) * 1e6 / n as f64)
         },
     },
     Metric {
