@@ -35,6 +35,9 @@ pub struct Node {
     pub member_id: u64,
     pub identity: Identity,
     pub peer_health: Arc<PeerHealth>,
+    /// The raft thread's links to the other members (the peer service tells it when a member
+    /// came back, so that its link reconnects at once).
+    pub transport: Arc<Transport>,
     /// A channel to the leader's client API, for the few calls only the leader can answer.
     leader_channel: tokio::sync::Mutex<Option<(u64, tonic::transport::Channel)>>,
     /// Set (with the reason) when the member must shut down by itself (the disk guard's
@@ -94,7 +97,7 @@ impl Node {
             store.clone(),
             hub.clone(),
             lessor.clone(),
-            transport,
+            transport.clone(),
             peer_health.clone(),
         )?;
         let node = Arc::new(Node {
@@ -107,6 +110,7 @@ impl Node {
             member_id: identity.member_id,
             identity,
             peer_health,
+            transport,
             leader_channel: tokio::sync::Mutex::new(None),
             stop_request: tokio::sync::watch::channel(None).0,
         });

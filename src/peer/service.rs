@@ -40,9 +40,17 @@ impl Peer for PeerService {
     ) -> Result<Response<RaftDone>, Status> {
         require_member_certificate(&request)?;
         let mut incoming = request.into_inner();
+        let mut first = true;
         while let Some(envelope) = incoming.message().await? {
             let message = Message::parse_from_bytes(&envelope.message)
                 .map_err(|e| Status::invalid_argument(format!("raft message: {e}")))?;
+            if first {
+                // A member that opens a stream to us is up: our link to it need not wait out
+                // its reconnect backoff (a restarted follower would otherwise hear from its
+                // leader only at the leader's next attempt, up to a second later).
+                self.node.transport.reconnect_now(message.from);
+                first = false;
+            }
             self.node.peer_health.seen(message.from);
             self.node.step(message)?;
         }

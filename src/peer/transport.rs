@@ -2,7 +2,10 @@
 //! forwards what the raft thread queues. Sending never blocks the raft thread: a full queue drops
 //! the message (raft retransmits) and reports the peer unreachable. A stream that ends (the
 //! peer's process or connection went away) is reported as lost, so that a follower whose leader
-//! died need not wait out a whole election timeout to notice.
+//! died need not wait out a whole election timeout to notice. A link that lost its peer
+//! reconnects every 50–100 ms (etcd's peer streams retry every 100 ms): a restarted follower
+//! says nothing until its leader reaches it, so this bounds how long it waits to hear from its
+//! leader after it is up. A peer that opens a stream to us cuts the wait short.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,7 +13,7 @@ use std::time::Duration;
 
 use protobuf::Message as _;
 use raft::prelude::Message;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::connect;
@@ -18,9 +21,14 @@ use crate::proto::raftkinepb::{peer_client::PeerClient, RaftMessage};
 
 const QUEUE: usize = 4096;
 
+/// The longest wait between two attempts to reach a peer.
+const RECONNECT_MAX: Duration = Duration::from_millis(100);
+
 struct Link {
     addr: String,
     queue: mpsc::Sender<RaftMessage>,
+    /// Ends the link's reconnect backoff.
+    wake: Arc<Notify>,
 }
 
 /// The raft thread's way out.
@@ -50,16 +58,32 @@ impl Transport {
             return;
         }
         let (queue, outbox) = mpsc::channel(QUEUE);
+        let wake = Arc::new(Notify::new());
         links.insert(
             id,
             Link {
                 addr: addr.to_string(),
                 queue,
+                wake: wake.clone(),
             },
         );
         let this = Arc::downgrade(self);
         let addr = addr.to_string();
-        self.runtime.spawn(run_link(this, id, addr, outbox));
+        self.runtime.spawn(run_link(this, id, addr, outbox, wake));
+    }
+
+    /// Peer `id` is reachable again (it opened a stream to us): a link waiting to reconnect to
+    /// it tries now. (A link that is connected keeps the wake-up for its next disconnect, which
+    /// then retries once without waiting.)
+    pub fn reconnect_now(&self, id: u64) {
+        if let Some(link) = self
+            .links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+        {
+            link.wake.notify_one();
+        }
     }
 
     pub fn remove_peer(&self, id: u64) {
@@ -139,6 +163,7 @@ async fn run_link(
     id: u64,
     addr: String,
     mut outbox: mpsc::Receiver<RaftMessage>,
+    wake: Arc<Notify>,
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -186,7 +211,10 @@ async fn run_link(
         }
         // Drop what queued up while disconnected: raft resends what matters.
         while outbox.try_recv().is_ok() {}
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(1));
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = wake.notified() => {}
+        }
+        backoff = (backoff * 2).min(RECONNECT_MAX);
     }
 }
