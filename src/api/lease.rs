@@ -4,7 +4,9 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::command::Op;
@@ -43,26 +45,74 @@ async fn catch_up_if_unknown(node: &Node, id: i64) -> Result<(), Status> {
     Ok(())
 }
 
-/// Keep-alive on the leader (lease deadlines live there); 0 when the lease is gone.
-async fn renew(node: &Node, id: i64) -> Result<i64, Status> {
-    let Some(leader) = node.leader_channel().await? else {
-        catch_up_if_unknown(node, id).await?;
-        return Ok(node.lessor.renew(id).unwrap_or(0));
-    };
-    let forward = async {
-        let request = futures::stream::iter([LeaseKeepAliveRequest { id }]);
-        let mut answers = LeaseClient::new(leader)
-            .lease_keep_alive(request)
-            .await?
-            .into_inner();
-        answers.message().await
-    };
-    // A leader that stopped answering must not hold the client's stream forever.
-    match tokio::time::timeout(node.config.request_timeout, forward).await {
-        Ok(Ok(Some(answer))) => Ok(answer.ttl),
-        Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
-            node.forget_leader_channel().await;
-            Err(Error::NoLeader.into())
+/// One client keep-alive stream's renewals. The leader renews locally (lease deadlines live
+/// there; 0 when the lease is gone). A follower forwards them to the leader over one stream of
+/// its own, opened at the first renewal and kept while the same member leads: a stream per
+/// renewal cost as much as the renewal itself.
+#[derive(Default)]
+struct KeepAlives {
+    upstream: Option<Upstream>,
+}
+
+/// A follower's keep-alive stream to the leader.
+struct Upstream {
+    leader: u64,
+    requests: mpsc::Sender<LeaseKeepAliveRequest>,
+    answers: Streaming<LeaseKeepAliveResponse>,
+}
+
+impl KeepAlives {
+    async fn renew(&mut self, node: &Node, id: i64) -> Result<i64, Status> {
+        let Some(channel) = node.leader_channel().await? else {
+            self.upstream = None;
+            catch_up_if_unknown(node, id).await?;
+            return Ok(node.lessor.renew(id).unwrap_or(0));
+        };
+        let leader = node.raft_status().leader();
+        let forward = self.forward(channel, leader, id);
+        // A leader that stopped answering must not hold the client's stream forever.
+        match tokio::time::timeout(node.config.request_timeout, forward).await {
+            Ok(Ok(Some(answer))) => Ok(answer.ttl),
+            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
+                self.upstream = None;
+                node.forget_leader_channel().await;
+                Err(Error::NoLeader.into())
+            }
+        }
+    }
+
+    /// Sends the renewal of `id` up the stream to `leader` (opened first if there is none to
+    /// it) and reads the answer.
+    async fn forward(
+        &mut self,
+        channel: tonic::transport::Channel,
+        leader: u64,
+        id: i64,
+    ) -> Result<Option<LeaseKeepAliveResponse>, Status> {
+        let request = LeaseKeepAliveRequest { id };
+        let closed = || Status::unavailable("raftkine: the keep-alive stream to the leader closed");
+        match self.upstream.as_mut() {
+            Some(up) if up.leader == leader => {
+                up.requests.send(request).await.map_err(|_| closed())?;
+                up.answers.message().await
+            }
+            _ => {
+                self.upstream = None;
+                let (requests, outgoing) = mpsc::channel(1);
+                // Queued before the call starts, so the call never waits on an empty stream.
+                requests.send(request).await.map_err(|_| closed())?;
+                let mut answers = LeaseClient::new(channel)
+                    .lease_keep_alive(ReceiverStream::new(outgoing))
+                    .await?
+                    .into_inner();
+                let answer = answers.message().await;
+                self.upstream = Some(Upstream {
+                    leader,
+                    requests,
+                    answers,
+                });
+                answer
+            }
         }
     }
 }
@@ -118,18 +168,23 @@ impl Lease for LeaseService {
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let node = self.node.clone();
         let incoming = request.into_inner();
-        let answers = incoming.then(move |req| {
-            let node = node.clone();
-            async move {
-                let req = req?;
-                let ttl = renew(&node, req.id).await?;
-                Ok(LeaseKeepAliveResponse {
-                    header: Some(node.header(node.store.revision())),
-                    id: req.id,
-                    ttl,
-                })
-            }
-        });
+        let state = (incoming, KeepAlives::default(), node);
+        let answers =
+            futures::stream::unfold(state, |(mut incoming, mut keep_alives, node)| async move {
+                let answer =
+                    match incoming.message().await {
+                        Ok(Some(req)) => keep_alives.renew(&node, req.id).await.map(|ttl| {
+                            LeaseKeepAliveResponse {
+                                header: Some(node.header(node.store.revision())),
+                                id: req.id,
+                                ttl,
+                            }
+                        }),
+                        Ok(None) => return None,
+                        Err(e) => Err(e),
+                    };
+                Some((answer, (incoming, keep_alives, node)))
+            });
         Ok(Response::new(Box::pin(answers)))
     }
 
