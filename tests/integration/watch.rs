@@ -652,7 +652,12 @@ async fn a_stream_that_fell_behind_gets_its_revisions_grouped_complete_and_in_or
         }
         assert_eq!(r.watch_id(), id);
         responses += 1;
-        let last = r.events().last().and_then(|e| e.kv()).unwrap().mod_revision();
+        let last = r
+            .events()
+            .last()
+            .and_then(|e| e.kv())
+            .unwrap()
+            .mod_revision();
         assert!(
             hrev(r.header()) >= last,
             "a response's header revision {} is below its last event's {last}",
