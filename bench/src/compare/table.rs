@@ -44,6 +44,12 @@ fn lat(r: &RunResult, f: fn(&Report) -> f64) -> Option<f64> {
     r.report.as_ref().filter(|x| x.requests > 0).map(f)
 }
 
+/// `seconds` of CPU during a run, as µs per request measured.
+fn per_request(r: &RunResult, seconds: Option<f64>) -> Option<f64> {
+    let n = r.report.as_ref()?.requests;
+    (n > 0).then(|| seconds.unwrap_or(0.0) * 1e6 / n as f64)
+}
+
 const METRICS: [Metric; 12] = [
     Metric {
         key: "requests_per_s",
@@ -85,18 +91,12 @@ const METRICS: [Metric; 12] = [
     Metric {
         key: "cpu_us_per_req",
         label: "server CPU µs/req",
-        get: |r| {
-            let n = r.report.as_ref()?.requests;
-            (n > 0).then(|| r.cpu_s.unwrap_or(0.0) * 1e6 / n as f64)
-        },
+        get: |r| per_request(r, r.cpu_s),
     },
     Metric {
         key: "load_cpu_us_per_req",
         label: "load tool CPU µs/req",
-        get: |r| {
-            let n = r.report.as_ref()?.requests;
-            (n > 0).then(|| r.load_cpu_s.unwrap_or(0.0) * 1e6 / n as f64)
-        },
+        get: |r| per_request(r, r.load_cpu_s),
     },
     Metric {
         key: "peak_rss_mib",
