@@ -156,9 +156,9 @@ impl Node {
         self.raft.view().await
     }
 
-    /// A channel to the current leader's client API (None when this member leads or no leader
-    /// is known). Cached until the leader changes.
-    pub async fn leader_channel(&self) -> Result<Option<tonic::transport::Channel>> {
+    /// The current leader and a channel to its client API (None when this member leads; an
+    /// error when no leader is known). Cached until the leader changes.
+    pub async fn leader_channel(&self) -> Result<Option<(u64, tonic::transport::Channel)>> {
         let leader = self.raft.status.leader();
         if leader == 0 {
             return Err(Error::NoLeader);
@@ -169,7 +169,7 @@ impl Node {
         let mut cached = self.leader_channel.lock().await;
         if let Some((id, channel)) = cached.as_ref() {
             if *id == leader {
-                return Ok(Some(channel.clone()));
+                return Ok(Some((leader, channel.clone())));
             }
         }
         let url = self
@@ -179,7 +179,7 @@ impl Node {
             .ok_or(Error::NoLeader)?;
         let channel = crate::cli::connect(&url).await?;
         *cached = Some((leader, channel.clone()));
-        Ok(Some(channel))
+        Ok(Some((leader, channel)))
     }
 
     /// Drops the cached channel to the leader (it stopped answering).

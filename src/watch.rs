@@ -74,20 +74,19 @@ impl RevisionEvents {
 
     /// About how many bytes the revision's events take on the wire (keys, values and prev_kvs).
     pub fn payload_bytes(&self) -> usize {
-        self.weight() / 3
-    }
-
-    /// About how much memory the revision holds (keys and values, twice once encoded).
-    fn weight(&self) -> usize {
         let kv_len = |kv: &Option<crate::proto::mvccpb::KeyValue>| {
             kv.as_ref()
                 .map_or(0, |kv| kv.key.len() + kv.value.len() + 48)
         };
         self.events
             .iter()
-            .map(|e| 3 * (kv_len(&e.kv) + kv_len(&e.prev_kv)))
-            .sum::<usize>()
-            + 64
+            .map(|e| kv_len(&e.kv) + kv_len(&e.prev_kv))
+            .sum()
+    }
+
+    /// About how much memory the revision holds: its events, and twice more once encoded.
+    fn weight(&self) -> usize {
+        3 * self.payload_bytes() + 64
     }
 }
 

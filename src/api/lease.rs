@@ -63,12 +63,11 @@ struct Upstream {
 
 impl KeepAlives {
     async fn renew(&mut self, node: &Node, id: i64) -> Result<i64, Status> {
-        let Some(channel) = node.leader_channel().await? else {
+        let Some((leader, channel)) = node.leader_channel().await? else {
             self.upstream = None;
             catch_up_if_unknown(node, id).await?;
             return Ok(node.lessor.renew(id).unwrap_or(0));
         };
-        let leader = node.raft_status().leader();
         let forward = self.forward(channel, leader, id);
         // A leader that stopped answering must not hold the client's stream forever.
         match tokio::time::timeout(node.config.request_timeout, forward).await {
@@ -193,7 +192,7 @@ impl Lease for LeaseService {
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let req = request.into_inner();
-        if let Some(leader) = self.node.leader_channel().await? {
+        if let Some((_, leader)) = self.node.leader_channel().await? {
             // Only the leader knows how long a lease has left.
             let mut client = LeaseClient::new(leader);
             let forward = client.lease_time_to_live(req);

@@ -193,7 +193,7 @@ impl WatchStream {
         let mut last = batch.revision;
         let mut group = vec![batch];
         let mut lagged = false;
-        while group.len() < GROUP_REVISIONS && bytes < GROUP_BYTES {
+        while !group_is_full(group.len(), bytes) {
             match self.feed.try_recv() {
                 Ok(next) if !next.events.is_empty() && next.revision == last + 1 => {
                     bytes += next.payload_bytes();
@@ -509,13 +509,18 @@ impl WatchStream {
     }
 }
 
+/// Whether a group of `revisions` holding `bytes` takes no more revisions.
+fn group_is_full(revisions: usize, bytes: usize) -> bool {
+    revisions >= GROUP_REVISIONS || bytes >= GROUP_BYTES
+}
+
 /// Consecutive runs of `history` within the group limits (see the module doc).
 fn groups(history: &[Arc<RevisionEvents>]) -> Vec<&[Arc<RevisionEvents>]> {
     let mut out = vec![];
     let mut start = 0;
     let mut bytes = 0;
     for (i, batch) in history.iter().enumerate() {
-        if i > start && (i - start >= GROUP_REVISIONS || bytes >= GROUP_BYTES) {
+        if i > start && group_is_full(i - start, bytes) {
             out.push(&history[start..i]);
             start = i;
             bytes = 0;

@@ -46,8 +46,7 @@ impl Peer for PeerService {
                 .map_err(|e| Status::invalid_argument(format!("raft message: {e}")))?;
             if first {
                 // A member that opens a stream to us is up: our link to it need not wait out
-                // its reconnect backoff (a restarted follower would otherwise hear from its
-                // leader only at the leader's next attempt, up to a second later).
+                // its reconnect backoff.
                 self.node.transport.reconnect_now(message.from);
                 first = false;
             }

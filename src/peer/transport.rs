@@ -31,11 +31,28 @@ struct Link {
     wake: Arc<Notify>,
 }
 
+/// Peer ids the link tasks report until the raft thread takes them, each once.
+#[derive(Default)]
+struct PeerIds(Mutex<Vec<u64>>);
+
+impl PeerIds {
+    fn add(&self, id: u64) {
+        let mut ids = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+
+    fn take(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
 /// The raft thread's way out.
 pub struct Transport {
     links: Mutex<HashMap<u64, Link>>,
-    unreachable: Mutex<Vec<u64>>,
-    lost: Mutex<Vec<u64>>,
+    unreachable: PeerIds,
+    lost: PeerIds,
     tls: Arc<rustls::ClientConfig>,
     runtime: tokio::runtime::Handle,
 }
@@ -44,8 +61,8 @@ impl Transport {
     pub fn new(tls: Arc<rustls::ClientConfig>, runtime: tokio::runtime::Handle) -> Arc<Transport> {
         Arc::new(Transport {
             links: Mutex::new(HashMap::new()),
-            unreachable: Mutex::new(vec![]),
-            lost: Mutex::new(vec![]),
+            unreachable: PeerIds::default(),
+            lost: PeerIds::default(),
             tls,
             runtime,
         })
@@ -119,33 +136,19 @@ impl Transport {
                 }
             };
             if link.queue.try_send(RaftMessage { message: bytes }).is_err() {
-                self.mark_unreachable(to);
+                self.unreachable.add(to);
             }
-        }
-    }
-
-    fn mark_unreachable(&self, id: u64) {
-        let mut u = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
-        if !u.contains(&id) {
-            u.push(id);
         }
     }
 
     /// Peers that failed since the last call (for `RawNode::report_unreachable`).
     pub fn take_unreachable(&self) -> Vec<u64> {
-        std::mem::take(&mut *self.unreachable.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    fn mark_lost(&self, id: u64) {
-        let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
-        if !lost.contains(&id) {
-            lost.push(id);
-        }
+        self.unreachable.take()
     }
 
     /// Peers whose open stream ended since the last call.
     pub fn take_lost(&self) -> Vec<u64> {
-        std::mem::take(&mut *self.lost.lock().unwrap_or_else(|p| p.into_inner()))
+        self.lost.take()
     }
 
     fn still_current(&self, id: u64, addr: &str) -> bool {
@@ -201,13 +204,13 @@ async fn run_link(
                     }
                 }
                 if let Some(t) = transport.upgrade() {
-                    t.mark_lost(id);
+                    t.lost.add(id);
                 }
             }
             Err(e) => tracing::debug!(peer = id, "{e}"),
         }
         if let Some(t) = transport.upgrade() {
-            t.mark_unreachable(id);
+            t.unreachable.add(id);
         }
         // Drop what queued up while disconnected: raft resends what matters.
         while outbox.try_recv().is_ok() {}

@@ -149,9 +149,9 @@ impl Keys {
         victims
     }
 
-    /// Number of rows indexed.
-    pub fn rows(&self) -> usize {
-        self.0.values().map(|v| v.len()).sum()
+    /// Number of keys indexed (alive or not).
+    pub fn key_count(&self) -> usize {
+        self.0.len()
     }
 
     /// Number of keys alive at the latest revision.

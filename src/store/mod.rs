@@ -67,7 +67,7 @@ impl Store {
         let opened = started.elapsed();
         let store = Self::with_db(db)?;
         tracing::info!(
-            rows = store.index.read().rows(),
+            keys = store.index.read().key_count(),
             open_ms = opened.as_millis() as u64,
             index_ms = (started.elapsed() - opened).as_millis() as u64,
             "opened the table"

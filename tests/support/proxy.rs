@@ -24,7 +24,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -76,7 +76,6 @@ pub struct Proxy {
     target: SocketAddr,
     rules: watch::Sender<Rules>,
     live: Arc<Live>,
-    forwarding: Arc<AtomicUsize>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -97,12 +96,10 @@ impl Proxy {
             .expect("proxy listener non-blocking");
         let (rules, rules_rx) = watch::channel(Rules::Forward);
         let (stop, stop_rx) = oneshot::channel();
-        let forwarding = Arc::new(AtomicUsize::new(0));
         let live = Arc::new(Live::default());
         let shared = Shared {
             rules: rules_rx,
             live: live.clone(),
-            forwarding: forwarding.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("proxy-{}", addr.port()))
@@ -113,7 +110,6 @@ impl Proxy {
             target,
             rules,
             live,
-            forwarding,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -190,7 +186,7 @@ impl Proxy {
 
     /// How many connections are forwarding right now (held ones are not counted).
     pub fn forwarding(&self) -> usize {
-        self.forwarding.load(Ordering::SeqCst)
+        self.live.connections.lock().unwrap().len()
     }
 }
 
@@ -210,7 +206,6 @@ impl Drop for Proxy {
 struct Shared {
     rules: watch::Receiver<Rules>,
     live: Arc<Live>,
-    forwarding: Arc<AtomicUsize>,
 }
 
 /// The proxy thread: a runtime accepting until told to stop; dropping the runtime then closes
@@ -286,7 +281,6 @@ impl Connection {
             }
             self.shared.live.connections.lock().unwrap().remove(&id);
         };
-        self.shared.forwarding.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut outbound) = TcpStream::connect(self.target).await {
             let _ = self.inbound.set_nodelay(true);
             let _ = outbound.set_nodelay(true);
@@ -297,7 +291,6 @@ impl Connection {
         }
         // Both sockets are closed before the cut that closed this connection returns.
         drop(self.inbound);
-        self.shared.forwarding.fetch_sub(1, Ordering::SeqCst);
         self.shared.live.connections.lock().unwrap().remove(&id);
     }
 
