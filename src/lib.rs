@@ -22,6 +22,7 @@ pub mod api;
 pub mod authority;
 pub mod backup;
 pub mod cli;
+pub mod coalesce;
 pub mod command;
 pub mod compactor;
 pub mod config;

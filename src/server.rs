@@ -15,6 +15,7 @@ use futures::StreamExt;
 
 use crate::api::Services;
 use crate::authority::FixAuthority;
+use crate::coalesce::Coalesce;
 use crate::config::ServeConfig;
 use crate::error::{Error, Result};
 use crate::grpc_metrics::GrpcMetricsLayer;
@@ -159,8 +160,9 @@ type Routes = tonic::transport::server::Router<
     tower::layer::util::Stack<GrpcMetricsLayer, tower::layer::util::Identity>,
 >;
 
-/// Serves one listener's connections; plaintext ones get etcdctl's `:authority` repaired (see
-/// [`FixAuthority`]; under TLS, tonic terminates TLS itself and the wrapper cannot see inside).
+/// Serves one listener's connections. Plaintext ones get their writes coalesced (see
+/// [`Coalesce`]) and etcdctl's `:authority` repaired (see [`FixAuthority`]); under TLS, tonic
+/// terminates TLS itself and the wrappers cannot see inside.
 fn spawn_listener<S, IO>(
     router: Routes,
     incoming: S,
@@ -179,7 +181,7 @@ where
     if tls {
         tokio::spawn(router.serve_with_incoming_shutdown(incoming, signal))
     } else {
-        let incoming = incoming.map(|c| c.map(FixAuthority::new));
+        let incoming = incoming.map(|c| c.map(|io| FixAuthority::new(Coalesce::server(io))));
         tokio::spawn(router.serve_with_incoming_shutdown(incoming, signal))
     }
 }

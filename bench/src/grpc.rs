@@ -1,6 +1,7 @@
 //! A lean gRPC client for the etcd calls of the load scenarios: one HTTP/2 connection (the `h2`
 //! crate) per `--conns`, each message encoded with prost and framed by hand; unary calls and
-//! bidirectional streams (watch).
+//! bidirectional streams (watch). The connection's writes are coalesced as the server's are (see
+//! `raftkine::coalesce`): the requests of many clients that are ready together leave in one write.
 //!
 //! Why not the `etcd-client` crate for these: its channel puts a load balancer and a buffer
 //! task in front of every request, so the load tool spent more CPU per request than the
@@ -15,6 +16,7 @@ use h2::client::SendRequest;
 use h2::{RecvStream, SendStream};
 use http::{HeaderMap, Method, Request, Uri};
 use prost::Message;
+use raftkine::coalesce::Coalesce;
 use tokio::net::TcpStream;
 
 /// etcd's KV service methods, as gRPC paths.
@@ -61,7 +63,7 @@ impl GrpcConn {
         let (send, connection) = h2::client::Builder::new()
             .initial_window_size(1 << 20)
             .initial_connection_window_size(16 << 20)
-            .handshake::<_, Bytes>(tcp)
+            .handshake::<_, Bytes>(Coalesce::client(tcp))
             .await
             .with_context(|| format!("HTTP/2 handshake with {address}"))?;
         tokio::spawn(async move {
