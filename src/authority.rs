@@ -17,14 +17,11 @@ use std::task::{Context, Poll};
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-const PREFACE_LEN: usize = 24;
-const FRAME_HEADER: usize = 9;
-const HEADERS: u8 = 0x1;
-const CONTINUATION: u8 = 0x9;
-const END_STREAM: u8 = 0x1;
-const END_HEADERS: u8 = 0x4;
-const PADDED: u8 = 0x8;
-const PRIORITY: u8 = 0x20;
+use crate::http2_frame::{
+    FrameHeader, CLIENT_PREFACE_LEN, CONTINUATION, END_HEADERS, END_STREAM, HEADERS, HEADER_LEN,
+    PADDED, PRIORITY,
+};
+
 /// The largest frame a peer may send before the server raises SETTINGS_MAX_FRAME_SIZE.
 const MAX_FRAME: usize = 16_384;
 
@@ -81,26 +78,28 @@ impl<S> FixAuthority<S> {
     /// Moves every complete frame from `input` to `output`, rewriting header blocks as needed.
     fn process(&mut self) -> io::Result<()> {
         if !self.preface_seen {
-            if self.input.len() < PREFACE_LEN {
+            if self.input.len() < CLIENT_PREFACE_LEN {
                 return Ok(());
             }
-            self.output.put(self.input.split_to(PREFACE_LEN));
+            self.output.put(self.input.split_to(CLIENT_PREFACE_LEN));
             self.preface_seen = true;
         }
-        while self.mode != Mode::Passthrough && self.input.len() >= FRAME_HEADER {
-            let len = u32::from_be_bytes([0, self.input[0], self.input[1], self.input[2]]) as usize;
-            if self.input.len() < FRAME_HEADER + len {
+        while self.mode != Mode::Passthrough && self.input.len() >= HEADER_LEN {
+            let mut header = [0u8; HEADER_LEN];
+            header.copy_from_slice(&self.input[..HEADER_LEN]);
+            let FrameHeader {
+                len,
+                kind,
+                flags,
+                stream,
+            } = FrameHeader::parse(&header);
+            if self.input.len() < HEADER_LEN + len {
                 return Ok(());
             }
-            let kind = self.input[3];
-            let flags = self.input[4];
-            let stream =
-                u32::from_be_bytes([self.input[5], self.input[6], self.input[7], self.input[8]])
-                    & 0x7fff_ffff;
-            let frame = self.input.split_to(FRAME_HEADER + len);
+            let frame = self.input.split_to(HEADER_LEN + len);
             match kind {
                 HEADERS => {
-                    let mut payload = &frame[FRAME_HEADER..];
+                    let mut payload = &frame[HEADER_LEN..];
                     let mut pad = 0usize;
                     if flags & PADDED != 0 && !payload.is_empty() {
                         pad = payload[0] as usize;
@@ -127,7 +126,7 @@ impl<S> FixAuthority<S> {
                 }
                 CONTINUATION if self.block.is_some() => {
                     if let Some(block) = self.block.as_mut() {
-                        block.fragment.extend_from_slice(&frame[FRAME_HEADER..]);
+                        block.fragment.extend_from_slice(&frame[HEADER_LEN..]);
                         block.raw.extend_from_slice(&frame);
                     }
                     if flags & END_HEADERS != 0 {
@@ -218,11 +217,13 @@ impl<S> FixAuthority<S> {
 }
 
 fn put_frame_header(out: &mut BytesMut, len: usize, kind: u8, flags: u8, stream: u32) {
-    let len = len as u32;
-    out.extend_from_slice(&len.to_be_bytes()[1..]);
-    out.put_u8(kind);
-    out.put_u8(flags);
-    out.put_u32(stream);
+    let header = FrameHeader {
+        len,
+        kind,
+        flags,
+        stream,
+    };
+    out.extend_from_slice(&header.encode());
 }
 
 fn authority_is_valid(value: &[u8]) -> bool {

@@ -25,16 +25,12 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::http2_frame::{
+    FrameHeader, CLIENT_PREFACE_LEN, DATA, END_STREAM, HEADERS, HEADER_LEN, RST_STREAM,
+};
+
 /// Bytes held before a write must reach the socket; larger writes go straight through.
 const HOLD_LIMIT: usize = 64 * 1024;
-
-/// The client connection preface, which comes before the first frame a server reads.
-const CLIENT_PREFACE: usize = 24;
-const FRAME_HEADER: usize = 9;
-const DATA: u8 = 0x0;
-const HEADERS: u8 = 0x1;
-const RST_STREAM: u8 = 0x3;
-const END_STREAM: u8 = 0x1;
 
 /// What a frame does to its stream, as far as coalescing cares.
 #[derive(Debug, PartialEq, Eq)]
@@ -50,7 +46,7 @@ enum StreamEvent {
 struct FrameScanner {
     /// Bytes still to skip: the rest of the current frame's payload (or of the preface).
     skip: usize,
-    header: [u8; FRAME_HEADER],
+    header: [u8; HEADER_LEN],
     header_len: usize,
 }
 
@@ -70,21 +66,20 @@ impl FrameScanner {
                 bytes = &bytes[n..];
                 continue;
             }
-            let n = (FRAME_HEADER - self.header_len).min(bytes.len());
+            let n = (HEADER_LEN - self.header_len).min(bytes.len());
             self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[..n]);
             self.header_len += n;
             bytes = &bytes[n..];
-            if self.header_len == FRAME_HEADER {
-                let h = self.header;
-                let stream = u32::from_be_bytes([h[5] & 0x7f, h[6], h[7], h[8]]);
-                match h[3] {
-                    DATA | HEADERS if h[4] & END_STREAM != 0 => {
-                        on_event(StreamEvent::Ended(stream))
+            if self.header_len == HEADER_LEN {
+                let header = FrameHeader::parse(&self.header);
+                match header.kind {
+                    DATA | HEADERS if header.flags & END_STREAM != 0 => {
+                        on_event(StreamEvent::Ended(header.stream))
                     }
-                    RST_STREAM => on_event(StreamEvent::Reset(stream)),
+                    RST_STREAM => on_event(StreamEvent::Reset(header.stream)),
                     _ => {}
                 }
-                self.skip = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
+                self.skip = header.len;
                 self.header_len = 0;
             }
         }
@@ -187,25 +182,37 @@ impl<S> Coalesce<S> {
             unanswered: HashSet::new(),
             answered_early: HashSet::new(),
         };
-        Coalesce::new(inner, FrameScanner::skipping(CLIENT_PREFACE), side)
+        Coalesce::new(
+            inner,
+            FrameScanner::skipping(CLIENT_PREFACE_LEN),
+            FrameScanner::default(),
+            side,
+        )
     }
 
     /// The client side of a connection (it writes the preface itself, before any frame).
     pub fn client(inner: S) -> Coalesce<S> {
-        let mut coalesce =
-            Coalesce::new(inner, FrameScanner::default(), Side::Client { answered: 0 });
-        coalesce.written_frames = FrameScanner::skipping(CLIENT_PREFACE);
-        coalesce
+        Coalesce::new(
+            inner,
+            FrameScanner::default(),
+            FrameScanner::skipping(CLIENT_PREFACE_LEN),
+            Side::Client { answered: 0 },
+        )
     }
 
-    fn new(inner: S, read_frames: FrameScanner, side: Side) -> Coalesce<S> {
+    fn new(
+        inner: S,
+        read_frames: FrameScanner,
+        written_frames: FrameScanner,
+        side: Side,
+    ) -> Coalesce<S> {
         Coalesce {
             inner,
             held: Vec::new(),
             sent: 0,
             yielded: false,
             read_frames,
-            written_frames: FrameScanner::default(),
+            written_frames,
             side,
         }
     }
@@ -407,11 +414,13 @@ mod tests {
     }
 
     fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-        let len = (payload.len() as u32).to_be_bytes();
-        let mut f = vec![len[1], len[2], len[3], kind, flags];
-        f.extend_from_slice(&stream.to_be_bytes());
-        f.extend_from_slice(payload);
-        f
+        let header = FrameHeader {
+            len: payload.len(),
+            kind,
+            flags,
+            stream,
+        };
+        [&header.encode()[..], payload].concat()
     }
 
     fn read_all<S: AsyncRead + Unpin>(io: &mut S, cx: &mut Context<'_>) {
@@ -427,7 +436,7 @@ mod tests {
 
     #[test]
     fn frame_headers_split_across_reads_are_found() {
-        let mut bytes = vec![0u8; CLIENT_PREFACE];
+        let mut bytes = vec![0u8; CLIENT_PREFACE_LEN];
         bytes.extend(frame(HEADERS, 0x4, 1, b"head"));
         bytes.extend(frame(
             DATA,
@@ -438,7 +447,7 @@ mod tests {
         bytes.extend(frame(DATA, 0, 3, b"x"));
         bytes.extend(frame(RST_STREAM, 0, 5, &[0, 0, 0, 8]));
         for chunk in [1, 4, 9, 10, 1000] {
-            let mut scanner = FrameScanner::skipping(CLIENT_PREFACE);
+            let mut scanner = FrameScanner::skipping(CLIENT_PREFACE_LEN);
             let mut events = vec![];
             for piece in bytes.chunks(chunk) {
                 scanner.scan(piece, |e| events.push(e));
@@ -456,7 +465,7 @@ mod tests {
         let wakes = Arc::new(Wakes::default());
         let waker = std::task::Waker::from(wakes.clone());
         let mut cx = Context::from_waker(&waker);
-        let mut incoming = vec![0u8; CLIENT_PREFACE];
+        let mut incoming = vec![0u8; CLIENT_PREFACE_LEN];
         for stream in [1, 3, 5] {
             incoming.extend(frame(HEADERS, 0x4, stream, b"h"));
             incoming.extend(frame(DATA, END_STREAM, stream, b"request"));

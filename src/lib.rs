@@ -31,6 +31,7 @@ pub mod dqlite;
 pub mod error;
 pub mod grpc_metrics;
 pub mod http;
+pub mod http2_frame;
 pub mod identity;
 pub mod lease;
 pub mod membership;
