@@ -15,37 +15,40 @@ use raftkine::error::Result;
 use raftkine::node::Node;
 use raftkine::store::Store;
 
-/// The server allocates on the gRPC threads and frees on the raft and apply thread (and back),
-/// which glibc's malloc serves slowly: it was a quarter of the server's CPU in a write. jemalloc
-/// halves that (bench/README.md, session 6).
+/// The server's memory allocator: jemalloc instead of glibc's malloc, whose malloc and free were a
+/// quarter of the server's CPU in a write; with jemalloc a put costs ~30 % less server CPU
+/// (bench/README.md, session 6). Elsewhere the system allocator stays.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+mod allocator {
+    #[global_allocator]
+    static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc's settings, read when it starts (`_RJEM_MALLOC_CONF` in the environment overrides
-/// them): one arena, since each arena keeps its own free pages and the per-thread caches already
-/// keep the threads apart; freed pages go back to the system after a second instead of ten.
-/// (Smaller per-thread caches cost the reads ~15 %: tonic encodes every answer in an 8 KiB
-/// buffer.)
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[export_name = "_rjem_malloc_conf"]
-pub static JEMALLOC_CONF: &u8 = &b"narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
+    /// jemalloc's settings, read when it starts (`_RJEM_MALLOC_CONF` in the environment
+    /// overrides them): one arena, since each arena keeps its own free pages and the per-thread
+    /// caches already keep the threads apart; freed pages go back to the system after a second
+    /// instead of ten. (Smaller per-thread caches cost the reads ~15 %: tonic encodes every
+    /// answer in an 8 KiB buffer.)
+    #[export_name = "_rjem_malloc_conf"]
+    pub static JEMALLOC_CONF: &u8 = &b"narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
 
-/// Gives the pages freed while starting (the rows read to rebuild the key index, above all) back
-/// to the system at once. jemalloc returns freed pages only as later allocations and frees move
-/// its decay clock, and an idle member makes none.
-fn release_freed_pages() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: `arena.<MALLCTL_ARENAS_ALL = 4096>.purge` reads and writes no value, so every
-    // pointer may be null; the name is a NUL-terminated constant.
-    unsafe {
-        let _ = tikv_jemalloc_sys::mallctl(
-            c"arena.4096.purge".as_ptr(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            0,
-        );
+    /// Gives the pages freed while starting (the rows read to rebuild the key index, above all)
+    /// back to the system at once. jemalloc returns freed pages only as later allocations and
+    /// frees move its decay clock, and an idle member makes none.
+    pub fn release_freed_pages() {
+        // SAFETY: `arena.<MALLCTL_ARENAS_ALL = 4096>.purge` reads and writes no value, so every
+        // pointer may be null; the name is a NUL-terminated constant.
+        let status = unsafe {
+            tikv_jemalloc_sys::mallctl(
+                c"arena.4096.purge".as_ptr(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        if status != 0 {
+            tracing::debug!(status, "jemalloc did not purge the freed pages");
+        }
     }
 }
 
@@ -397,7 +400,8 @@ async fn serve(mut config: ServeConfig, join: Option<String>) -> Result<()> {
     raftkine::dqlite::layout::finish(&node.config, &prepared)?;
     raftkine::dqlite::layout::spawn_state_files(&node);
     raftkine::compactor::spawn(&node, compaction);
-    release_freed_pages();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    allocator::release_freed_pages();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let member = node.clone();
     tokio::spawn(async move {
