@@ -77,6 +77,11 @@ pub struct ServeConfig {
     #[arg(long, default_value_t = 128)]
     pub max_txn_ops: usize,
 
+    /// Memory the table may use to cache its pages, in MiB. Pages not cached are read from the
+    /// data dir's file (usually from the kernel's page cache) when needed.
+    #[arg(long, default_value_t = crate::store::DEFAULT_CACHE_MIB, env = "RAFTKINE_CACHE_MIB")]
+    pub cache_mib: u64,
+
     /// Size of the data dir above which the NOSPACE alarm is raised and writes are refused.
     #[arg(long, default_value_t = 2 * 1024 * 1024 * 1024)]
     pub quota_backend_bytes: u64,

@@ -378,7 +378,10 @@ async fn serve(mut config: ServeConfig, join: Option<String>) -> Result<()> {
         &config.auto_compaction_retention,
     )?;
     let prepared = raftkine::dqlite::layout::prepare(&mut config)?;
-    let store = Arc::new(Store::open(&config.storage_dir)?);
+    let store = Arc::new(Store::open_with_cache(
+        &config.storage_dir,
+        config.cache_mib,
+    )?);
     let known = raftkine::identity::Identity::load(store.db(), &config.storage_dir)?.is_some();
     if let Some(token) = join {
         raftkine::membership::join_cluster(&token, &config, store.db()).await?;

@@ -49,7 +49,10 @@ impl Node {
     /// Opens the data dir and starts raft. Must be called inside a tokio runtime (it spawns the
     /// lease-expiry and space-monitor tasks).
     pub fn start(config: ServeConfig) -> Result<Arc<Node>> {
-        let store = Arc::new(Store::open(&config.storage_dir)?);
+        let store = Arc::new(Store::open_with_cache(
+            &config.storage_dir,
+            config.cache_mib,
+        )?);
         Self::start_with(config, store)
     }
 

@@ -159,10 +159,11 @@ impl Store {
     /// rows they name are in the table.
     ///
     /// Commands that only add rows (most puts and deletes) skip sled's batch, whose fixed cost
-    /// is most of a single put's: their rows go in one by one, then the one [`META_STATE`]
-    /// entry. sled recovers a prefix of the writes made, so a crash leaves either all of it, or
-    /// rows above the recorded revision with nothing pointing at them, which the next start
-    /// removes before applying the commands again from the raft log (`Store::reload`).
+    /// is most of a single put's: their rows and their owners entry go in one by one, then the
+    /// [`META_OWNERS_STATE`] and [`META_STATE`] entries. sled recovers a prefix of the writes
+    /// made, so a crash leaves either all of it, or rows above the recorded revision with
+    /// nothing pointing at them, which the next start removes before applying the commands
+    /// again from the raft log (`Store::reload`).
     pub(crate) fn commit_batch(
         &self,
         writes: Writes,
@@ -180,9 +181,11 @@ impl Store {
                 for (key, row) in rows {
                     self.table.insert(key, row)?;
                 }
+                self.table.insert(META_OWNERS_STATE, &state)?;
                 self.table.insert(META_STATE, &state)?;
             }
             Write::Batch(mut batch) => {
+                batch.insert(META_OWNERS_STATE, &state);
                 batch.insert(META_STATE, &state);
                 self.table.apply_batch(batch)?;
             }
@@ -266,18 +269,42 @@ impl Writes {
             .all(|(key, value)| value.is_some() && key.first() == Some(&ROW))
     }
 
-    /// The table writes as a sled batch, or (when `rows_only`) as the rows to insert in order;
-    /// and the key index changes.
+    /// The owners entry of the rows written (see `schema.rs`), if any were.
+    fn owners_entry(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        let mut owners: Vec<Owner> = self
+            .index
+            .iter()
+            .filter_map(|change| match change {
+                Change::Add(key, version) => Some(Owner {
+                    rev: version.rev,
+                    key: key.clone(),
+                    tombstone: version.tombstone,
+                }),
+                Change::Forget(..) => None,
+            })
+            .collect();
+        owners.sort_by_key(|o| o.rev);
+        let last = owners.last()?.rev;
+        Some((owners_key(last), encode_owners(&owners)))
+    }
+
+    /// The table writes, with the owners entry of the rows written, as a sled batch, or (when
+    /// `rows_only`) as the entries to insert in order; and the key index changes.
     fn into_parts(self, rows_only: bool) -> (Write, Vec<Change>) {
+        let owners = self.owners_entry();
         let write = if rows_only {
-            Write::Rows(
-                self.table
-                    .into_iter()
-                    .filter_map(|(key, value)| Some((key, value?)))
-                    .collect(),
-            )
+            let mut rows: Vec<(sled::IVec, sled::IVec)> = self
+                .table
+                .into_iter()
+                .filter_map(|(key, value)| Some((key, value?)))
+                .collect();
+            rows.extend(owners.map(|(k, v)| (k.into(), v.into())));
+            Write::Rows(rows)
         } else {
             let mut batch = sled::Batch::default();
+            if let Some((k, v)) = owners {
+                batch.insert(k, v);
+            }
             for (key, value) in self.table {
                 match value {
                     Some(v) => batch.insert(key, v),

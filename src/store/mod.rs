@@ -51,14 +51,22 @@ pub struct Store {
     nospace: AtomicBool,
 }
 
+/// The default of `--cache-mib`: sled's page cache.
+pub const DEFAULT_CACHE_MIB: u64 = 64;
+
 impl Store {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`, with the default cache.
     pub fn open(dir: &Path) -> Result<Store> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_MIB)
+    }
+
+    /// Opens (or creates) the store in `dir`, with at most `cache_mib` MiB of cached pages.
+    pub fn open_with_cache(dir: &Path, cache_mib: u64) -> Result<Store> {
         std::fs::create_dir_all(dir)?;
         let started = std::time::Instant::now();
         let db = sled::Config::new()
             .path(dir.join("db"))
-            .cache_capacity(64 * 1024 * 1024)
+            .cache_capacity(cache_mib.saturating_mul(1024 * 1024))
             .mode(sled::Mode::HighThroughput)
             // raft flushes once per Ready (group commit); sled's own timer would only add
             // fsyncs competing with it.
@@ -130,32 +138,14 @@ impl Store {
         Ok(())
     }
 
-    /// Reads the meta values and rebuilds the key index from the rows (at start, and after the
-    /// table was replaced). Rows above the revision are what a crash left of a command written
-    /// without a batch (see `Store::commit_batch`): they are removed, and the command is applied
-    /// again from the raft log.
+    /// Reads the meta values and rebuilds the key index from the row owners (at start, and
+    /// after the table was replaced).
     pub(crate) fn reload(&self) -> Result<()> {
         self.reload_meta()?;
-        let unfinished = row_key(Rev::new(self.revision() + 1, 0));
-        let mut debris = sled::Batch::default();
-        let mut found = 0usize;
-        for item in self
-            .table
-            .range(unfinished..row_key(Rev::new(i64::MAX, i64::MAX)))
-        {
-            debris.remove(item?.0);
-            found += 1;
-        }
-        if found > 0 {
-            tracing::warn!(
-                rows = found,
-                "removing the rows of a command cut short by a crash"
-            );
-            self.table.apply_batch(debris)?;
-            self.flush()?;
-        }
-        // The rows are read in revision ranges, one thread each (on a big table the read is
-        // most of a restart), then the index is built from all of them at once.
+        self.remove_unfinished_command()?;
+        self.rebuild_owners_if_stale()?;
+        // The owners are read in revision ranges, one thread each, then the index is built
+        // from all of them at once.
         let parts = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .clamp(1, 4);
@@ -169,14 +159,18 @@ impl Store {
             let mut rows = vec![];
             for item in self
                 .table
-                .range(row_key(Rev::new(from, 0))..row_key(Rev::new(to, 0)))
+                .range(owners_key(Rev::new(from, 0))..owners_key(Rev::new(to, 0)))
             {
-                let (k, row) = item?;
-                let rev =
-                    Rev::from_bytes(&k[1..]).ok_or_else(|| Error::Corrupt("row key".into()))?;
-                let (key, tombstone) =
-                    index::key_of_row(&row).ok_or_else(|| Error::Corrupt("row".into()))?;
-                rows.push((key.into(), index::Version { rev, tombstone }));
+                let (_, value) = item?;
+                let owners =
+                    decode_owners(&value).ok_or_else(|| Error::Corrupt("row owners".into()))?;
+                rows.extend(owners.into_iter().map(|o| {
+                    let version = index::Version {
+                        rev: o.rev,
+                        tombstone: o.tombstone,
+                    };
+                    (o.key.into(), version)
+                }));
             }
             Ok(rows)
         };
@@ -189,7 +183,7 @@ impl Store {
                 .into_iter()
                 .map(|h| {
                     h.join()
-                        .unwrap_or_else(|_| Err(Error::Corrupt("reading rows".into())))
+                        .unwrap_or_else(|_| Err(Error::Corrupt("reading row owners".into())))
                 })
                 .collect()
         });
@@ -199,6 +193,85 @@ impl Store {
         }
         let keys = index::Keys::from_rows(rows);
         *self.index.write() = keys;
+        Ok(())
+    }
+
+    /// Removes the rows and owners above the revision: what a crash left of a command written
+    /// without a batch (see `Store::commit_batch`), applied again from the raft log.
+    fn remove_unfinished_command(&self) -> Result<()> {
+        let above = Rev::new(self.revision() + 1, 0);
+        let top = Rev::new(i64::MAX, i64::MAX);
+        let mut debris = sled::Batch::default();
+        let mut found = 0usize;
+        for (from, to) in [
+            (row_key(above), row_key(top)),
+            (owners_key(above), owners_key(top)),
+        ] {
+            for item in self.table.range(from..to) {
+                debris.remove(item?.0);
+                found += 1;
+            }
+        }
+        if found > 0 {
+            tracing::warn!(
+                entries = found,
+                "removing the rows of a command cut short by a crash"
+            );
+            self.table.apply_batch(debris)?;
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes every row's owner again from the rows when the table does not show that the
+    /// owners were kept with them (see `schema.rs`): a table of an older raftkine, or one
+    /// that an older member wrote to since.
+    fn rebuild_owners_if_stale(&self) -> Result<()> {
+        /// Rows per owners entry written while rebuilding.
+        const CHUNK: usize = 256;
+        let state = encode_state(self.applied_index(), self.revision());
+        if self.table.get(META_OWNERS_STATE)?.as_deref() == Some(&state[..]) {
+            return Ok(());
+        }
+        let mut stale = sled::Batch::default();
+        for item in self.table.scan_prefix([ROW_OWNER]) {
+            stale.remove(item?.0);
+        }
+        self.table.apply_batch(stale)?;
+        let write = |owners: &mut Vec<Owner>| -> Result<()> {
+            if let Some(last) = owners.last() {
+                self.table
+                    .insert(owners_key(last.rev), encode_owners(owners))?;
+            }
+            owners.clear();
+            Ok(())
+        };
+        let mut owners = Vec::with_capacity(CHUNK);
+        let mut rows = 0usize;
+        for item in self.table.scan_prefix([ROW]) {
+            let (k, row) = item?;
+            let rev = Rev::from_bytes(&k[1..]).ok_or_else(|| Error::Corrupt("row key".into()))?;
+            let (key, tombstone) =
+                index::key_of_row(&row).ok_or_else(|| Error::Corrupt("row".into()))?;
+            owners.push(Owner {
+                rev,
+                key: key.to_vec(),
+                tombstone,
+            });
+            rows += 1;
+            if owners.len() == CHUNK {
+                write(&mut owners)?;
+            }
+        }
+        write(&mut owners)?;
+        self.table.insert(META_OWNERS_STATE, &state)?;
+        self.flush()?;
+        if rows > 0 {
+            tracing::info!(
+                rows,
+                "recorded the key of every row (table of an older layout)"
+            );
+        }
         Ok(())
     }
 

@@ -62,16 +62,20 @@ impl Store {
 
     /// Replaces the whole table by a snapshot taken on another member at raft `index`. (A
     /// snapshot of an older raftkine carries its key index and live table: left out; and its
-    /// revision under the older name.)
+    /// revision under the older name. One without row owners gets them when it is loaded.)
     pub fn install_snapshot(&self, blob: &[u8], index: u64) -> Result<()> {
         let entries = parse_snapshot(blob)?;
         let _locks = self.lock_commit(true);
         self.table.clear()?;
         let mut batch = sled::Batch::default();
         let mut revision = 1;
+        let (mut state, mut owners_state) = (None, None);
         for (k, v) in entries {
             if k == META_STATE {
                 revision = decode_state(&v).map_or(revision, |(_, rev)| rev);
+                state = Some(v);
+            } else if k == META_OWNERS_STATE {
+                owners_state = Some(v);
             } else if k == OLD_META_REVISION {
                 revision = decode_i64(&v).unwrap_or(revision);
             } else if !matches!(k.first(), Some(&OLD_INDEX) | Some(&OLD_LIVE))
@@ -80,7 +84,12 @@ impl Store {
                 batch.insert(k, v);
             }
         }
-        batch.insert(META_STATE, &encode_state(index, revision));
+        let installed = encode_state(index, revision);
+        // The sender's owners hold for the installed table if they held for the sender's.
+        if state.is_some() && state == owners_state {
+            batch.insert(META_OWNERS_STATE, &installed);
+        }
+        batch.insert(META_STATE, &installed);
         self.table.apply_batch(batch)?;
         self.reload()
     }

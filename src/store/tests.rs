@@ -505,8 +505,8 @@ fn rows_a_crash_left_above_the_revision_are_removed_at_start() {
         let mut f = Fixture { store, index: 0 };
         f.put("a", "1");
         f.put("b", "2");
-        // A command written row by row whose META_STATE never made it: its row is there,
-        // nothing else.
+        // A command written row by row whose META_STATE never made it: its row and owners
+        // are there, nothing else.
         let orphan = KeyValue {
             key: b"c".to_vec(),
             create_revision: f.store.revision() + 1,
@@ -522,6 +522,18 @@ fn rows_a_crash_left_above_the_revision_are_removed_at_start() {
                 orphan.encode_to_vec(),
             )
             .unwrap();
+        let owner = schema::Owner {
+            rev: schema::Rev::new(f.store.revision() + 1, 0),
+            key: b"c".to_vec(),
+            tombstone: false,
+        };
+        f.store
+            .table
+            .insert(
+                schema::owners_key(owner.rev),
+                schema::encode_owners(&[owner]),
+            )
+            .unwrap();
         f.store.flush().expect("flush");
         f.store.revision()
     };
@@ -530,6 +542,7 @@ fn rows_a_crash_left_above_the_revision_are_removed_at_start() {
         index: 2,
     };
     assert_eq!(f.store.revision(), revision);
+    assert_owners_match_rows(&f.store);
     assert_eq!(
         f.range("a", "\0", 0).expect("r"),
         pairs(&[("a", "1"), ("b", "2")])
@@ -563,4 +576,148 @@ fn a_table_with_the_older_meta_names_keeps_its_revision_and_applied_index() {
     assert_eq!(store.revision(), 3);
     assert_eq!(store.applied_index(), 2);
     assert!(!store.table.contains_key(schema::OLD_META_REVISION).unwrap());
+}
+
+/// The revisions of all rows, and of all row owners, as the table holds them.
+fn rows_and_owners(store: &Store) -> (Vec<schema::Rev>, Vec<schema::Rev>) {
+    let rows = store
+        .table
+        .scan_prefix([schema::ROW])
+        .map(|item| schema::Rev::from_bytes(&item.unwrap().0[1..]).unwrap())
+        .collect();
+    let owners = store
+        .table
+        .scan_prefix([schema::ROW_OWNER])
+        .flat_map(|item| schema::decode_owners(&item.unwrap().1).unwrap())
+        .map(|o| o.rev)
+        .collect();
+    (rows, owners)
+}
+
+fn assert_owners_match_rows(store: &Store) {
+    let (rows, owners) = rows_and_owners(store);
+    assert!(!rows.is_empty());
+    assert_eq!(owners, rows);
+}
+
+#[test]
+fn row_owners_follow_writes_and_compactions() {
+    let mut f = Fixture::new();
+    f.put("a", "1"); // 2
+    f.put("b", "1"); // 3
+    f.compact(3).expect("compact");
+    assert_owners_match_rows(&f.store);
+    f.put("a", "2"); // 4
+    f.delete("b", ""); // 5
+    f.put("c", "1"); // 6
+                     // a@2 goes now: its owner is in an entry written before the previous compaction.
+    f.compact(6).expect("compact");
+    assert_owners_match_rows(&f.store);
+    let (rows, _) = rows_and_owners(&f.store);
+    assert_eq!(rows, vec![schema::Rev::new(4, 0), schema::Rev::new(6, 0)]);
+    assert_eq!(
+        f.range("a", "\0", 0).expect("r"),
+        pairs(&[("a", "2"), ("c", "1")])
+    );
+}
+
+#[test]
+fn a_table_without_row_owners_gets_them_when_opened() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(tmp.path()).expect("open");
+        let mut f = Fixture { store, index: 0 };
+        for i in 0..600 {
+            f.put(&format!("k{:03}", i % 300), &i.to_string());
+        }
+        f.delete("k000", "k010");
+        // What a raftkine that kept no owners left.
+        let t = &f.store.table;
+        for item in t.scan_prefix([schema::ROW_OWNER]) {
+            t.remove(item.unwrap().0).unwrap();
+        }
+        t.remove(schema::META_OWNERS_STATE).unwrap();
+        f.store.flush().expect("flush");
+    }
+    let f = Fixture {
+        store: Store::open(tmp.path()).expect("reopen"),
+        index: 601,
+    };
+    assert_owners_match_rows(&f.store);
+    assert_eq!(f.store.count_live_keys().expect("count"), 290);
+    assert_eq!(
+        f.range("k009", "k011", 0).expect("r"),
+        pairs(&[("k010", "310")])
+    );
+    assert_eq!(f.range("k000", "", 2).expect("r"), pairs(&[("k000", "0")]));
+}
+
+#[test]
+fn rows_an_older_member_wrote_without_owners_are_found_when_opened() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(tmp.path()).expect("open");
+        let mut f = Fixture { store, index: 0 };
+        f.put("a", "1");
+        // An older raftkine applied a put of "b": a row and the state, no owner.
+        let rev = f.store.revision() + 1;
+        let kv = KeyValue {
+            key: b"b".to_vec(),
+            create_revision: rev,
+            mod_revision: rev,
+            version: 1,
+            value: b"2".to_vec().into(),
+            lease: 0,
+        };
+        let t = &f.store.table;
+        t.insert(
+            schema::row_key(schema::Rev::new(rev, 0)),
+            kv.encode_to_vec(),
+        )
+        .unwrap();
+        t.insert(schema::META_STATE, &schema::encode_state(2, rev))
+            .unwrap();
+        f.store.flush().expect("flush");
+    }
+    let f = Fixture {
+        store: Store::open(tmp.path()).expect("reopen"),
+        index: 2,
+    };
+    assert_eq!(
+        f.range("a", "\0", 0).expect("r"),
+        pairs(&[("a", "1"), ("b", "2")])
+    );
+    assert_owners_match_rows(&f.store);
+}
+
+#[test]
+fn snapshots_with_and_without_row_owners_install_with_owners() {
+    let mut source = Fixture::new();
+    source.put("a", "1");
+    source.put("b", "2");
+    source.put("a", "3");
+    let (index, blob) = source.store.raft_snapshot().expect("snapshot");
+    let without: Vec<_> = snapshot::parse_snapshot(&blob)
+        .expect("parse")
+        .into_iter()
+        .filter(|(k, _)| k.first() != Some(&schema::ROW_OWNER) && k != schema::META_OWNERS_STATE)
+        .collect();
+    let older_blob = snapshot::encode_snapshot(without);
+    for blob in [blob, older_blob] {
+        let target = Fixture::new();
+        target
+            .store
+            .install_snapshot(&blob, index)
+            .expect("install");
+        assert_owners_match_rows(&target.store);
+        assert_eq!(
+            target.store.table.get(schema::META_OWNERS_STATE).unwrap(),
+            target.store.table.get(schema::META_STATE).unwrap()
+        );
+        assert_eq!(
+            target.range("a", "\0", 0).expect("r"),
+            pairs(&[("a", "3"), ("b", "2")])
+        );
+        assert_eq!(target.range("a", "", 2).expect("r"), pairs(&[("a", "1")]));
+    }
 }
