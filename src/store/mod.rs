@@ -51,8 +51,10 @@ pub struct Store {
     nospace: AtomicBool,
 }
 
-/// The default of `--cache-mib`: sled's page cache.
-pub const DEFAULT_CACHE_MIB: u64 = 64;
+/// The default of `--cache-mib`: sled's page cache. With 64 MiB a member that had just taken
+/// 100k keys of 1 KiB held 123 MiB, with 32 MiB 98; lists of 10k objects of 4 KiB (40 MiB,
+/// more than fits) were ~10 % slower (bench/README.md, session 7).
+pub const DEFAULT_CACHE_MIB: u64 = 32;
 
 impl Store {
     /// Opens (or creates) the store in `dir`, with the default cache.
