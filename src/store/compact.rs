@@ -13,22 +13,27 @@ use super::schema::*;
 use super::Store;
 use crate::error::{Error, Result};
 
-/// Owners entries read during one compaction, by entry key, and whether they changed.
+/// Owners entries read during one compaction, by entry key, and the rows each loses.
 #[derive(Default)]
-struct OwnerEntries(BTreeMap<Vec<u8>, (Vec<Owner>, bool)>);
+struct OwnerEntries {
+    read: BTreeMap<Vec<u8>, Vec<Owner>>,
+    disowned: BTreeMap<Vec<u8>, BTreeSet<Rev>>,
+}
 
 impl OwnerEntries {
-    /// Removes the owner of the row at `rev`, reading its entry from the table if needed
-    /// (the first entry at or after `rev` holds it; see `schema.rs`).
+    /// The key of the entry read so far that holds the row at `rev`, if any.
+    fn holding(&self, rev: Rev) -> Option<Vec<u8>> {
+        let (key, owners) = self.read.range(owners_key(rev)..).next()?;
+        owners
+            .binary_search_by_key(&rev, |o| o.rev)
+            .is_ok()
+            .then(|| key.clone())
+    }
+
+    /// Marks the owner of the row at `rev` for removal, reading its entry from the table if
+    /// needed (the first entry at or after `rev` holds it; see `schema.rs`).
     fn disown(&mut self, store: &Store, rev: Rev) -> Result<()> {
-        let holding = |entries: &BTreeMap<Vec<u8>, (Vec<Owner>, bool)>| {
-            entries
-                .range(owners_key(rev)..)
-                .next()
-                .filter(|(_, (owners, _))| owners.iter().any(|o| o.rev == rev))
-                .map(|(k, _)| k.clone())
-        };
-        let key = match holding(&self.0) {
+        let key = match self.holding(rev) {
             Some(key) => key,
             None => {
                 let found = store
@@ -41,24 +46,21 @@ impl OwnerEntries {
                 };
                 let owners =
                     decode_owners(&value).ok_or_else(|| Error::Corrupt("row owners".into()))?;
-                self.0.entry(key.to_vec()).or_insert((owners, false));
+                self.read.entry(key.to_vec()).or_insert(owners);
                 key.to_vec()
             }
         };
-        if let Some((owners, changed)) = self.0.get_mut(&key) {
-            let before = owners.len();
-            owners.retain(|o| o.rev != rev);
-            *changed |= owners.len() != before;
-        }
+        self.disowned.entry(key).or_default().insert(rev);
         Ok(())
     }
 
-    /// The changed entries written back (removed once they own no row).
-    fn write_back(self, batch: &mut super::apply::Writes) {
-        for (key, (owners, changed)) in self.0 {
-            if !changed {
+    /// The entries that lost rows, written back (removed once they own no row).
+    fn write_back(mut self, batch: &mut super::apply::Writes) {
+        for (key, revs) in self.disowned {
+            let Some(mut owners) = self.read.remove(&key) else {
                 continue;
-            }
+            };
+            owners.retain(|o| !revs.contains(&o.rev));
             if owners.is_empty() {
                 batch.remove(key);
             } else {
@@ -93,7 +95,7 @@ impl Store {
                     touched.insert(o.key.clone());
                 }
             }
-            entries.0.insert(key.to_vec(), (owners, false));
+            entries.read.insert(key.to_vec(), owners);
         }
         let keys = self.index.read();
         for key in touched {

@@ -721,3 +721,40 @@ fn snapshots_with_and_without_row_owners_install_with_owners() {
         assert_eq!(target.range("a", "", 2).expect("r"), pairs(&[("a", "1")]));
     }
 }
+
+#[test]
+fn compaction_takes_single_rows_out_of_a_group_s_owners() {
+    let mut f = Fixture::new();
+    let put = |k: String| {
+        Command::new(Op::Put(PutRequest {
+            key: k.into_bytes(),
+            value: b"v".to_vec().into(),
+            ..Default::default()
+        }))
+    };
+    // Two groups of 40 puts: one owners entry each. The second overwrites every third key.
+    let first: Vec<Command> = (0..40).map(|i| put(format!("g{i:02}"))).collect();
+    let second: Vec<Command> = (0..40)
+        .step_by(3)
+        .map(|i| put(format!("g{i:02}")))
+        .collect();
+    for cmds in [first, second] {
+        let indexed: Vec<(u64, &Command)> = cmds
+            .iter()
+            .map(|c| {
+                f.index += 1;
+                (f.index, c)
+            })
+            .collect();
+        for answer in f.store.apply_group(&indexed).expect("storage works") {
+            answer.expect("put");
+        }
+    }
+    assert_eq!(f.store.table.scan_prefix([schema::ROW_OWNER]).count(), 2);
+    f.compact(f.store.revision()).expect("compact");
+    assert_owners_match_rows(&f.store);
+    let (rows, _) = rows_and_owners(&f.store);
+    assert_eq!(rows.len(), 40);
+    assert_eq!(f.store.table.scan_prefix([schema::ROW_OWNER]).count(), 2);
+    assert_eq!(f.range("g", "h", 0).expect("r").len(), 40);
+}
