@@ -79,7 +79,12 @@ pub struct ServeConfig {
 
     /// Memory the table may use to cache its pages, in MiB. Pages not cached are read from the
     /// data dir's file (usually from the kernel's page cache) when needed.
-    #[arg(long, default_value_t = crate::store::DEFAULT_CACHE_MIB, env = "RAFTKINE_CACHE_MIB")]
+    #[arg(
+        long,
+        default_value_t = crate::store::DEFAULT_CACHE_MIB,
+        env = "RAFTKINE_CACHE_MIB",
+        value_parser = clap::value_parser!(u64).range(1..=1 << 20)
+    )]
     pub cache_mib: u64,
 
     /// Size of the data dir above which the NOSPACE alarm is raised and writes are refused.
@@ -262,6 +267,21 @@ impl ServeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeConfig,
+    }
+
+    #[test]
+    fn the_cache_size_is_at_least_one_mib() {
+        let cli = Cli::try_parse_from(["x", "--cache-mib", "8"]).expect("parses");
+        assert_eq!(cli.serve.cache_mib, 8);
+        let err = Cli::try_parse_from(["x", "--cache-mib", "0"]).expect_err("refused");
+        assert!(err.to_string().contains("--cache-mib"), "{err}");
+    }
 
     #[test]
     fn storage_interval_takes_go_style_durations_and_zero() {

@@ -68,7 +68,7 @@ impl Store {
         let started = std::time::Instant::now();
         let db = sled::Config::new()
             .path(dir.join("db"))
-            .cache_capacity(cache_mib.saturating_mul(1024 * 1024))
+            .cache_capacity(cache_mib.clamp(1, 1 << 20) * 1024 * 1024)
             .mode(sled::Mode::HighThroughput)
             // raft flushes once per Ready (group commit); sled's own timer would only add
             // fsyncs competing with it.
