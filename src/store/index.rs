@@ -1,7 +1,8 @@
 //! The key index, in memory (etcd's treeIndex): for every key, the revisions of its rows still in
 //! the table, oldest first. Reads find the row of a key at any revision here and fetch it from
 //! the table by revision; a write adds one row to the table and one version here. The index is
-//! derived from the rows: it is rebuilt from them at start and after a snapshot install.
+//! derived from the rows: it is rebuilt at start and after a snapshot install from the row
+//! owners, which record each row's key (see `schema.rs`).
 //!
 //! Readers and the apply path meet at one lock: the apply path updates the index together with
 //! the store revision after its batch is in the table (so every version here names a row that
@@ -189,7 +190,7 @@ impl KeyIndex {
 }
 
 /// The key and whether the row is a tombstone, read from an encoded `mvccpb.KeyValue` without
-/// decoding the value (rebuilding the index reads every row).
+/// decoding the value (rebuilding the row owners of an older table reads every row).
 pub fn key_of_row(row: &[u8]) -> Option<(&[u8], bool)> {
     let mut key: &[u8] = &[];
     let mut version = 0u64;
