@@ -15,6 +15,14 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// The store in `dir` (opened again if it exists), whose last applied raft index is `index`.
+    fn open(dir: &std::path::Path, index: u64) -> Fixture {
+        Fixture {
+            store: Store::open(dir).expect("open"),
+            index,
+        }
+    }
+
     fn new() -> Fixture {
         Fixture {
             store: Store::temporary().expect("temporary store"),
@@ -455,8 +463,7 @@ fn a_group_applies_like_one_command_after_another() {
 fn the_key_index_is_rebuilt_at_start_and_an_older_layout_is_dropped() {
     let tmp = tempfile::tempdir().expect("tempdir");
     {
-        let store = Store::open(tmp.path()).expect("open");
-        let mut f = Fixture { store, index: 0 };
+        let mut f = Fixture::open(tmp.path(), 0);
         f.put("a", "1");
         f.put("b", "2");
         f.put("a", "3");
@@ -470,10 +477,7 @@ fn the_key_index_is_rebuilt_at_start_and_an_older_layout_is_dropped() {
         f.store.table.insert(b"kb\0\x01", b"".to_vec()).unwrap();
         f.store.flush().expect("flush");
     }
-    let f = Fixture {
-        store: Store::open(tmp.path()).expect("reopen"),
-        index: 5,
-    };
+    let f = Fixture::open(tmp.path(), 5);
     assert_eq!(
         f.range("a", "\0", 0).expect("r"),
         pairs(&[("a", "3"), ("c", "4")])
@@ -501,8 +505,7 @@ fn the_key_index_is_rebuilt_at_start_and_an_older_layout_is_dropped() {
 fn rows_a_crash_left_above_the_revision_are_removed_at_start() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let revision = {
-        let store = Store::open(tmp.path()).expect("open");
-        let mut f = Fixture { store, index: 0 };
+        let mut f = Fixture::open(tmp.path(), 0);
         f.put("a", "1");
         f.put("b", "2");
         // A command written row by row whose META_STATE never made it: its row and owners
@@ -537,10 +540,7 @@ fn rows_a_crash_left_above_the_revision_are_removed_at_start() {
         f.store.flush().expect("flush");
         f.store.revision()
     };
-    let mut f = Fixture {
-        store: Store::open(tmp.path()).expect("reopen"),
-        index: 2,
-    };
+    let mut f = Fixture::open(tmp.path(), 2);
     assert_eq!(f.store.revision(), revision);
     assert_owners_match_rows(&f.store);
     assert_eq!(
@@ -560,8 +560,7 @@ fn rows_a_crash_left_above_the_revision_are_removed_at_start() {
 fn a_table_with_the_older_meta_names_keeps_its_revision_and_applied_index() {
     let tmp = tempfile::tempdir().expect("tempdir");
     {
-        let store = Store::open(tmp.path()).expect("open");
-        let mut f = Fixture { store, index: 0 };
+        let mut f = Fixture::open(tmp.path(), 0);
         f.put("a", "1");
         f.put("a", "2");
         let t = &f.store.table;
@@ -625,8 +624,7 @@ fn row_owners_follow_writes_and_compactions() {
 fn a_table_without_row_owners_gets_them_when_opened() {
     let tmp = tempfile::tempdir().expect("tempdir");
     {
-        let store = Store::open(tmp.path()).expect("open");
-        let mut f = Fixture { store, index: 0 };
+        let mut f = Fixture::open(tmp.path(), 0);
         for i in 0..600 {
             f.put(&format!("k{:03}", i % 300), &i.to_string());
         }
@@ -639,10 +637,7 @@ fn a_table_without_row_owners_gets_them_when_opened() {
         t.remove(schema::META_OWNERS_STATE).unwrap();
         f.store.flush().expect("flush");
     }
-    let f = Fixture {
-        store: Store::open(tmp.path()).expect("reopen"),
-        index: 601,
-    };
+    let f = Fixture::open(tmp.path(), 601);
     assert_owners_match_rows(&f.store);
     assert_eq!(f.store.count_live_keys().expect("count"), 290);
     assert_eq!(
@@ -656,8 +651,7 @@ fn a_table_without_row_owners_gets_them_when_opened() {
 fn rows_an_older_member_wrote_without_owners_are_found_when_opened() {
     let tmp = tempfile::tempdir().expect("tempdir");
     {
-        let store = Store::open(tmp.path()).expect("open");
-        let mut f = Fixture { store, index: 0 };
+        let mut f = Fixture::open(tmp.path(), 0);
         f.put("a", "1");
         // An older raftkine applied a put of "b": a row and the state, no owner.
         let rev = f.store.revision() + 1;
@@ -679,10 +673,7 @@ fn rows_an_older_member_wrote_without_owners_are_found_when_opened() {
             .unwrap();
         f.store.flush().expect("flush");
     }
-    let f = Fixture {
-        store: Store::open(tmp.path()).expect("reopen"),
-        index: 2,
-    };
+    let f = Fixture::open(tmp.path(), 2);
     assert_eq!(
         f.range("a", "\0", 0).expect("r"),
         pairs(&[("a", "1"), ("b", "2")])
@@ -763,8 +754,7 @@ fn compaction_takes_single_rows_out_of_a_group_s_owners() {
 fn the_table_hash_does_not_depend_on_how_the_owners_are_grouped() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let before = {
-        let store = Store::open(tmp.path()).expect("open");
-        let mut f = Fixture { store, index: 0 };
+        let mut f = Fixture::open(tmp.path(), 0);
         for i in 0..300 {
             f.put(&format!("k{i:03}"), "v");
         }
