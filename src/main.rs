@@ -31,7 +31,7 @@ mod allocator {
     #[export_name = "_rjem_malloc_conf"]
     pub static JEMALLOC_CONF: &u8 = &b"narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
 
-    /// Gives the pages freed while starting (the rows read to rebuild the key index, above all)
+    /// Gives the pages freed while starting (what rebuilding the key index read, above all)
     /// back to the system at once. jemalloc returns freed pages only as later allocations and
     /// frees move its decay clock, and an idle member makes none.
     pub fn release_freed_pages() {

@@ -54,15 +54,15 @@ impl Keys {
     }
 
     /// The index of every row's (key, version), given in revision order.
-    pub fn from_rows(mut rows: Vec<(sled::IVec, Version)>) -> Keys {
+    pub fn from_rows(mut rows: Vec<(Vec<u8>, Version)>) -> Keys {
         // A stable sort keeps each key's versions in revision order; a BTreeMap made from
         // sorted entries is built in one pass.
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         let mut grouped: Vec<(Vec<u8>, Versions)> = Vec::new();
         for (key, version) in rows {
             match grouped.last_mut() {
-                Some((last, versions)) if last.as_slice() == key.as_ref() => versions.push(version),
-                _ => grouped.push((key.to_vec(), SmallVec::from_elem(version, 1))),
+                Some((last, versions)) if *last == key => versions.push(version),
+                _ => grouped.push((key, SmallVec::from_elem(version, 1))),
             }
         }
         Keys(grouped.into_iter().collect())
@@ -284,7 +284,7 @@ mod tests {
 
     #[test]
     fn built_from_rows_it_equals_the_index_built_row_by_row() {
-        let rows: Vec<(sled::IVec, Version)> = [
+        let rows: Vec<(Vec<u8>, Version)> = [
             ("b", 2, false),
             ("a", 3, false),
             ("b", 4, true),
@@ -293,7 +293,7 @@ mod tests {
             ("b", 7, false),
         ]
         .into_iter()
-        .map(|(k, main, t)| (sled::IVec::from(k.as_bytes()), v(main, t)))
+        .map(|(k, main, t)| (k.as_bytes().to_vec(), v(main, t)))
         .collect();
         let mut one_by_one = Keys::default();
         for (key, version) in &rows {

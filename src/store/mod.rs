@@ -157,7 +157,7 @@ impl Store {
             .map(|i| i * step)
             .chain(std::iter::once(i64::MAX))
             .collect();
-        let read = |from: i64, to: i64| -> Result<Vec<(sled::IVec, index::Version)>> {
+        let read = |from: i64, to: i64| -> Result<Vec<(Vec<u8>, index::Version)>> {
             let mut rows = vec![];
             for item in self
                 .table
@@ -171,7 +171,7 @@ impl Store {
                         rev: o.rev,
                         tombstone: o.tombstone,
                     };
-                    (o.key.into(), version)
+                    (o.key, version)
                 }));
             }
             Ok(rows)
