@@ -171,7 +171,7 @@ pub struct ServeConfig {
     #[arg(long, default_value = "0")]
     pub auto_compaction_retention: String,
 
-    /// Log level: error, warn, info, debug, trace (or a tracing filter).
+    /// Log level: error, warn, info, debug, trace, or per-target levels ("info,sled=warn").
     #[arg(long, default_value = "info", env = "RAFTKINE_LOG")]
     pub log_level: String,
 

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use raftkine::backup::restore::RestoreOptions;
 use raftkine::config::ServeConfig;
@@ -434,11 +436,53 @@ async fn wait_for_signal() {
     }
 }
 
+/// The log filter of `--log-level`: a level, or `target=level` directives separated by commas
+/// ("info,sled=warn"); what does not parse logs at info.
+fn log_filter(level: &str) -> Targets {
+    level
+        .parse::<Targets>()
+        .unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO))
+}
+
 fn init_logging(level: &str) {
-    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    let filter = log_filter(level);
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .with(filter)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+    use tracing::Level;
+
+    #[test]
+    fn a_bare_level_applies_to_every_target() {
+        let f = log_filter("debug");
+        assert!(f.would_enable("sled::pagecache", &Level::DEBUG));
+        assert!(f.would_enable("raftkine::store", &Level::INFO));
+        assert!(!f.would_enable("raftkine::store", &Level::TRACE));
+    }
+
+    #[test]
+    fn target_directives_override_the_default() {
+        let f = log_filter("info,sled=warn,raftkine::raft=trace");
+        assert!(f.would_enable("raftkine::api", &Level::INFO));
+        assert!(!f.would_enable("raftkine::api", &Level::DEBUG));
+        assert!(!f.would_enable("sled::tree", &Level::INFO));
+        assert!(f.would_enable("sled::tree", &Level::WARN));
+        assert!(f.would_enable("raftkine::raft::node", &Level::TRACE));
+    }
+
+    #[test]
+    fn a_filter_that_does_not_parse_logs_at_info() {
+        let f = log_filter("sled=loud");
+        assert!(f.would_enable("raftkine", &Level::INFO));
+        assert!(!f.would_enable("raftkine", &Level::DEBUG));
+    }
 }
