@@ -61,6 +61,8 @@ fn stamped_value(base: Instant, size: usize) -> Vec<u8> {
 struct Received {
     latencies: Latencies,
     events: u64,
+    /// Responses that carried events.
+    responses: u64,
     last_event: Option<Instant>,
     error: Option<String>,
 }
@@ -112,6 +114,7 @@ async fn receive(
     let mut r = Received {
         latencies: Latencies::new(),
         events: 0,
+        responses: 0,
         last_event: None,
         error: None,
     };
@@ -137,6 +140,7 @@ async fn receive(
                     r.events += 1;
                 }
                 if !resp.events.is_empty() {
+                    r.responses += 1;
                     r.last_event = Some(now);
                 }
             }
@@ -195,6 +199,7 @@ pub async fn run(ctx: &Ctx, o: &WatchOpts) -> Result<Report> {
     });
     let mut latencies = Latencies::new();
     let mut events = 0;
+    let mut responses = 0;
     let mut last_event = put_start;
     let mut stream_error = None;
     for handle in receivers {
@@ -203,6 +208,7 @@ pub async fn run(ctx: &Ctx, o: &WatchOpts) -> Result<Report> {
             .map_err(|e| anyhow!("watch receiver failed: {e}"))?;
         latencies.merge(&r.latencies);
         events += r.events;
+        responses += r.responses;
         if let Some(t) = r.last_event {
             last_event = last_event.max(t);
         }
@@ -245,6 +251,10 @@ pub async fn run(ctx: &Ctx, o: &WatchOpts) -> Result<Report> {
     );
     extra.insert("put_p99_ms".into(), put_summary.p99_ms);
     extra.insert("expected_events".into(), expected as f64);
+    extra.insert(
+        "events_per_response".into(),
+        events as f64 / responses.max(1) as f64,
+    );
     extra.insert(
         "missing_events".into(),
         expected.saturating_sub(events) as f64,
