@@ -140,6 +140,7 @@ pub async fn serve(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Result<(
                 let plain = tls.is_none();
                 let incoming = UnixListenerStream::new(listener).map(move |c| {
                     c.map(|s| {
+                        // No IP addresses to report for a unix socket.
                         let info = TcpConnectInfo {
                             local_addr: None,
                             remote_addr: None,
