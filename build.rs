@@ -14,6 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // tonic-prost's codec, with each outgoing message's buffer sized before it is encoded.
+        .codec_path("crate::grpc_codec::SizedProstCodec")
         // Values travel from a put request through the apply path to every watcher's event:
         // `Bytes` shares them instead of copying them at each step.
         .bytes(".mvccpb.KeyValue.value")

@@ -14,7 +14,7 @@
 //! - [`config`], [`server`]: settings and listeners.
 //! - [`migrate`]: copying data in from etcd, kine or k8s-dqlite (and k8s-dqlite's migrator).
 //! - [`dqlite`]: the k8s-dqlite drop-in: its flags, storage-dir files and `dqlite` admin verbs.
-//! - [`proto`]: generated etcd wire types.
+//! - [`proto`], [`grpc_codec`]: generated etcd wire types, and the codec their services use.
 //! - [`metrics`], [`grpc_metrics`], [`http`]: Prometheus metrics, the gRPC counters layer, and
 //!   the metrics/health listener; [`disk_guard`]: the low-disk-space watch.
 
@@ -29,6 +29,7 @@ pub mod config;
 pub mod disk_guard;
 pub mod dqlite;
 pub mod error;
+pub mod grpc_codec;
 pub mod grpc_metrics;
 pub mod http;
 pub mod http2_frame;

@@ -385,6 +385,14 @@ impl Store {
         Ok(KeyValue::decode(bytes)?)
     }
 
+    /// Decodes a row for a read's answer without copying its value: the value stays a slice of
+    /// the row sled returned, which the answer holds until it is encoded and dropped. (Rows kept
+    /// longer, as in watch events, are copied by [`Store::decode_row`], so that they never pin
+    /// a buffer of sled's.)
+    fn decode_row_shared(row: sled::IVec) -> Result<KeyValue> {
+        Ok(KeyValue::decode(bytes::Bytes::from_owner(row))?)
+    }
+
     /// Locks for a commit: the history pin first (when the commit deletes history), then the
     /// commit lock (see [`Store::history`] for the readers' side).
     fn lock_commit(

@@ -247,7 +247,7 @@ impl Store {
     /// removed it, which makes the read's revision compacted.
     fn row_for_read(&self, rev: Rev, at: Option<i64>) -> Result<KeyValue> {
         match self.table.get(row_key(rev))? {
-            Some(bytes) => Store::decode_row(&bytes),
+            Some(row) => Store::decode_row_shared(row),
             None if at.is_some_and(|at| at < self.compact_revision()) => Err(Error::Compacted),
             None => Err(Error::Corrupt(format!("missing row {rev:?}"))),
         }
