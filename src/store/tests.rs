@@ -9,6 +9,27 @@ use crate::proto::etcdserverpb::{
 };
 use crate::proto::mvccpb::event::EventType;
 
+/// The store in `dir`, opened again if it exists.
+///
+/// A store dropped in this process lets go of sled's file lock only once sled's background
+/// flusher has noticed and ended, a moment later (a restarted process has no such wait), so
+/// opening the same dir again is retried while the lock is still held.
+fn open_store(dir: &std::path::Path) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(dir) {
+            Ok(store) => return store,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("open: {e:?}"),
+        }
+    }
+}
+
 struct Fixture {
     store: Store,
     index: u64,
@@ -18,7 +39,7 @@ impl Fixture {
     /// The store in `dir` (opened again if it exists), whose last applied raft index is `index`.
     fn open(dir: &std::path::Path, index: u64) -> Fixture {
         Fixture {
-            store: Store::open(dir).expect("open"),
+            store: open_store(dir),
             index,
         }
     }
@@ -571,7 +592,7 @@ fn a_table_with_the_older_meta_names_keeps_its_revision_and_applied_index() {
             .unwrap();
         f.store.flush().expect("flush");
     }
-    let store = Store::open(tmp.path()).expect("reopen");
+    let store = open_store(tmp.path());
     assert_eq!(store.revision(), 3);
     assert_eq!(store.applied_index(), 2);
     assert!(!store.table.contains_key(schema::OLD_META_REVISION).unwrap());
@@ -768,7 +789,7 @@ fn the_table_hash_does_not_depend_on_how_the_owners_are_grouped() {
         f.store.flush().expect("flush");
         hash
     };
-    let store = Store::open(tmp.path()).expect("reopen");
+    let store = open_store(tmp.path());
     assert_owners_match_rows(&store);
     assert_eq!(store.table.scan_prefix([schema::ROW_OWNER]).count(), 2);
     assert_eq!(store.hash_all().expect("hash"), before);
