@@ -169,6 +169,14 @@ async fn metrics_follow_a_workload() {
         .watch("m/", Some(WatchOptions::new().with_prefix()))
         .await
         .unwrap();
+    // The stream is open once watch() returns; the watcher exists once "created" arrives
+    // (puts before it would not be its events).
+    let created = tokio::time::timeout(Duration::from_secs(5), events.message())
+        .await
+        .expect("watch created")
+        .unwrap()
+        .expect("watch stream open");
+    assert!(created.created());
     for i in 0..10 {
         put(&mut c, &format!("m/{i}"), "v").await;
     }
