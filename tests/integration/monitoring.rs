@@ -171,12 +171,7 @@ async fn metrics_follow_a_workload() {
         .unwrap();
     // The stream is open once watch() returns; the watcher exists once "created" arrives
     // (puts before it would not be its events).
-    let created = tokio::time::timeout(Duration::from_secs(5), events.message())
-        .await
-        .expect("watch created")
-        .unwrap()
-        .expect("watch stream open");
-    assert!(created.created());
+    expect_created(&mut events).await;
     for i in 0..10 {
         put(&mut c, &format!("m/{i}"), "v").await;
     }
