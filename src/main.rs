@@ -33,23 +33,27 @@ mod allocator {
     #[export_name = "_rjem_malloc_conf"]
     pub static JEMALLOC_CONF: &u8 = &b"narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
 
-    /// Gives the pages freed while starting (what rebuilding the key index read, above all)
-    /// back to the system at once. jemalloc returns freed pages only as later allocations and
-    /// frees move its decay clock, and an idle member makes none.
+    /// Gives the pages freed while starting (what rebuilding the key index and reading the WAL
+    /// read, above all) back to the system at once. jemalloc returns freed pages only as later
+    /// allocations and frees move its decay clock, and an idle member makes none. The calling
+    /// thread's cache of freed blocks goes back first, or the pages holding them stay in use.
     pub fn release_freed_pages() {
-        // SAFETY: `arena.<MALLCTL_ARENAS_ALL = 4096>.purge` reads and writes no value, so every
-        // pointer may be null; the name is a NUL-terminated constant.
-        let status = unsafe {
-            tikv_jemalloc_sys::mallctl(
-                c"arena.4096.purge".as_ptr(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                0,
-            )
-        };
-        if status != 0 {
-            tracing::debug!(status, "jemalloc did not purge the freed pages");
+        for name in [c"thread.tcache.flush", c"arena.4096.purge"] {
+            // SAFETY: `thread.tcache.flush` and `arena.<MALLCTL_ARENAS_ALL = 4096>.purge` read
+            // and write no value, so every pointer may be null; the names are NUL-terminated
+            // constants.
+            let status = unsafe {
+                tikv_jemalloc_sys::mallctl(
+                    name.as_ptr(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    0,
+                )
+            };
+            if status != 0 {
+                tracing::debug!(status, ?name, "jemalloc did not release the freed pages");
+            }
         }
     }
 }
