@@ -1,10 +1,18 @@
 //! The protobuf codec of raftkine's gRPC services and clients: tonic-prost's, except that an
-//! outgoing message's buffer is sized for the whole message before it is encoded.
+//! outgoing message's buffer is sized for the whole message before it is encoded, and that
+//! every call starts with small buffers.
 //!
 //! tonic starts every message in a buffer of 8 KiB and prost grows it while writing, so a
 //! large answer (a page of a Kubernetes list is a few MiB) was copied into a new buffer each
 //! time the size doubled, on freshly faulted-in pages. Reserving `encoded_len` first writes it
-//! once. For small messages the reservation is already there and costs one length pass.
+//! once. For small messages the reservation costs one length pass.
+//!
+//! tonic also gives every call (and every open stream) an 8 KiB buffer to decode into and
+//! another to encode into, whatever the messages' sizes. Most etcd messages are a few hundred
+//! bytes, so with 1000 calls in flight, or 1000 lease keep-alive streams open, those buffers
+//! were ~16 MiB of the server's memory (bench/README.md, session 9). Both now start at
+//! [`MESSAGE_BUFFER_BYTES`]; a larger message grows them once, to its length (the decoder
+//! reserves it from the message's header, the encoder from `encoded_len`).
 
 use std::marker::PhantomData;
 
@@ -12,6 +20,16 @@ use prost::Message;
 use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
 use tonic::Status;
 use tonic_prost::{ProstCodec, ProstDecoder};
+
+/// The first size of a call's decode and encode buffers: room for most etcd messages.
+pub const MESSAGE_BUFFER_BYTES: usize = 512;
+
+/// tonic's default: an encoder hands its bytes on once it holds this many.
+const YIELD_THRESHOLD: usize = 32 * 1024;
+
+fn buffer_settings() -> BufferSettings {
+    BufferSettings::new(MESSAGE_BUFFER_BYTES, YIELD_THRESHOLD)
+}
 
 /// The codec named by the generated service and client code (see `build.rs`).
 #[derive(Debug, Clone)]
@@ -40,7 +58,7 @@ where
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        ProstCodec::<T, U>::raw_decoder(BufferSettings::default())
+        ProstCodec::<T, U>::raw_decoder(buffer_settings())
     }
 }
 
@@ -61,6 +79,6 @@ impl<T: Message> Encoder for SizedProstEncoder<T> {
     }
 
     fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::default()
+        buffer_settings()
     }
 }

@@ -28,8 +28,8 @@ mod allocator {
     /// jemalloc's settings, read when it starts (`_RJEM_MALLOC_CONF` in the environment
     /// overrides them): one arena, since each arena keeps its own free pages and the per-thread
     /// caches already keep the threads apart; freed pages go back to the system after a second
-    /// instead of ten. (Smaller per-thread caches cost the reads ~15 %: tonic encodes every
-    /// answer in an 8 KiB buffer.)
+    /// instead of ten. (Smaller per-thread caches cost the reads ~15 % in session 6, when tonic
+    /// still encoded every answer in a buffer of 8 KiB.)
     #[export_name = "_rjem_malloc_conf"]
     pub static JEMALLOC_CONF: &u8 = &b"narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
 

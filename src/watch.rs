@@ -37,7 +37,10 @@ pub struct EncodedEvent {
 }
 
 impl RevisionEvents {
-    pub fn new(revision: i64, events: Vec<Event>) -> RevisionEvents {
+    pub fn new(revision: i64, mut events: Vec<Event>) -> RevisionEvents {
+        // The apply path grows `events` one push at a time, so a single put leaves room for
+        // four, and the hub keeps thousands of revisions: hold only what is used.
+        events.shrink_to_fit();
         RevisionEvents {
             revision,
             events,

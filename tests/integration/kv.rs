@@ -700,3 +700,72 @@ async fn delete_ranges_prefix_and_from_key() {
         .unwrap();
     assert_eq!(g.count(), 3);
 }
+
+#[tokio::test]
+async fn values_of_every_size_around_the_message_buffers_come_back_whole() {
+    // The server's gRPC buffers start at 512 bytes and grow to a message's length (see
+    // src/grpc_codec.rs): messages just under, at and over that size, and over tonic's
+    // 8 KiB default, must arrive intact in each direction.
+    let (_s, mut c) = start().await;
+    let mut w = c
+        .watch(
+            "sized/",
+            Some(etcd_client::WatchOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap();
+    expect_created(&mut w).await;
+    let sizes = [
+        0usize,
+        1,
+        400,
+        490,
+        500,
+        505,
+        506,
+        507,
+        511,
+        512,
+        513,
+        1000,
+        8180,
+        8191,
+        8192,
+        8193,
+        65_536,
+        1 << 20,
+    ];
+    let value = |size: usize| -> Vec<u8> { (0..size).map(|i| (i % 251) as u8).collect() };
+    for size in sizes {
+        let key = format!("sized/{size:08}");
+        c.put(key.as_str(), value(size), None).await.unwrap();
+        let got = c.get(key.as_str(), None).await.unwrap();
+        assert_eq!(got.kvs().len(), 1, "{key}");
+        assert_eq!(got.kvs()[0].value(), value(size).as_slice(), "{key}");
+        let mut events = vec![];
+        while events.is_empty() {
+            events = next_resp(&mut w).await.events().to_vec();
+        }
+        assert_eq!(events.len(), 1, "{key}");
+        let kv = events[0].kv().unwrap();
+        assert_eq!(kv.key(), key.as_bytes());
+        assert_eq!(
+            kv.value(),
+            value(size).as_slice(),
+            "{key} in its watch event"
+        );
+    }
+    // One answer with all of them (1.1 MiB).
+    let all = c
+        .get("sized/", Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    assert_eq!(all.kvs().len(), sizes.len());
+    for (kv, size) in all.kvs().iter().zip(sizes) {
+        assert_eq!(
+            kv.value(),
+            value(size).as_slice(),
+            "size {size} in the list"
+        );
+    }
+}
