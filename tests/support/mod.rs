@@ -284,6 +284,31 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.report_after_a_failure();
+        }
         self.kill();
+    }
+}
+
+impl Server {
+    /// For a test that failed: whether the server was still running, and the end of its log
+    /// (the data dir, and the log with it, goes when the server is dropped).
+    fn report_after_a_failure(&mut self) {
+        const LINES: usize = 40;
+        let state = match self.try_wait() {
+            Some(status) => format!("had exited ({status})"),
+            None if self.child.is_some() => "was running".to_string(),
+            None => "was stopped by the test".to_string(),
+        };
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(LINES)..].join("\n");
+        eprintln!(
+            "{:?} server on {} {state}; the last {} lines of its log:\n{tail}",
+            self.kind,
+            self.endpoint,
+            LINES.min(lines.len())
+        );
     }
 }
