@@ -15,33 +15,62 @@ pub const SNAPSHOT_MAGIC: &[u8] = b"raftkine-snapshot-v1\n";
 const PAGE: usize = 512;
 
 impl Store {
-    /// The whole table as a snapshot blob.
+    /// The whole table as a snapshot blob, written straight from the table's iterator (the
+    /// blob is the only copy of the table in memory; a list of the entries first, then the
+    /// payload, then the blob held it three times over while a snapshot was taken).
     pub fn export_snapshot(&self) -> Result<Vec<u8>> {
-        let entries = self
-            .table
-            .iter()
-            .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(encode_snapshot(entries))
+        let mut blob = SnapshotWriter::new();
+        for item in self.table.iter() {
+            let (k, v) = item?;
+            blob.push(&k, &v);
+        }
+        Ok(blob.finish())
     }
 }
 
 /// A snapshot blob holding `entries` (table keys and values, in any order).
 pub fn encode_snapshot(entries: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> Vec<u8> {
-    let mut payload = vec![];
+    let mut blob = SnapshotWriter::new();
     for (k, v) in entries {
-        payload.extend_from_slice(&(k.len() as u32).to_be_bytes());
-        payload.extend_from_slice(&k);
-        payload.extend_from_slice(&(v.len() as u32).to_be_bytes());
-        payload.extend_from_slice(&v);
+        blob.push(&k, &v);
     }
-    let mut out = SNAPSHOT_MAGIC.to_vec();
-    out.extend_from_slice(&(payload.len() as u64).to_be_bytes());
-    out.extend_from_slice(&payload);
-    out.resize(out.len().div_ceil(PAGE) * PAGE, 0);
-    let digest = Sha256::digest(&out);
-    out.extend_from_slice(&digest);
-    out
+    blob.finish()
+}
+
+/// Builds a blob in place: the header with room for the payload length, the entries, then
+/// the length filled in, the padding and the digest.
+struct SnapshotWriter {
+    out: Vec<u8>,
+}
+
+impl SnapshotWriter {
+    const LEN_AT: usize = SNAPSHOT_MAGIC.len();
+    const PAYLOAD_AT: usize = Self::LEN_AT + 8;
+
+    fn new() -> SnapshotWriter {
+        let mut out = SNAPSHOT_MAGIC.to_vec();
+        out.extend_from_slice(&[0; 8]);
+        SnapshotWriter { out }
+    }
+
+    fn push(&mut self, key: &[u8], value: &[u8]) {
+        self.out.reserve(8 + key.len() + value.len());
+        self.out
+            .extend_from_slice(&(key.len() as u32).to_be_bytes());
+        self.out.extend_from_slice(key);
+        self.out
+            .extend_from_slice(&(value.len() as u32).to_be_bytes());
+        self.out.extend_from_slice(value);
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        let payload_len = (self.out.len() - Self::PAYLOAD_AT) as u64;
+        self.out[Self::LEN_AT..Self::PAYLOAD_AT].copy_from_slice(&payload_len.to_be_bytes());
+        self.out.resize(self.out.len().div_ceil(PAGE) * PAGE, 0);
+        let digest = Sha256::digest(&self.out);
+        self.out.extend_from_slice(&digest);
+        self.out
+    }
 }
 
 impl Store {
@@ -95,8 +124,8 @@ impl Store {
     }
 }
 
-/// Checks a snapshot blob and splits it into table entries.
-pub fn parse_snapshot(blob: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+/// Checks a snapshot blob and splits it into table entries (slices of the blob).
+pub fn parse_snapshot(blob: &[u8]) -> Result<Vec<(&[u8], &[u8])>> {
     let bad = |why: &str| Error::Corrupt(format!("snapshot: {why}"));
     let header = SNAPSHOT_MAGIC.len() + 8;
     if blob.len() < header + 32 || !blob.starts_with(SNAPSHOT_MAGIC) {
@@ -115,22 +144,23 @@ pub fn parse_snapshot(blob: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     }
     let mut rest = &body[header..header + len];
     let mut out = vec![];
-    let take = |rest: &mut &[u8]| -> Result<Vec<u8>> {
+    /// The next length-prefixed field of `rest`; None when `rest` is too short for it.
+    fn take<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
         if rest.len() < 4 {
-            return Err(bad("truncated"));
+            return None;
         }
         let (len, tail) = rest.split_at(4);
         let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
         if tail.len() < len {
-            return Err(bad("truncated"));
+            return None;
         }
         let (value, tail) = tail.split_at(len);
         *rest = tail;
-        Ok(value.to_vec())
-    };
+        Some(value)
+    }
     while !rest.is_empty() {
-        let k = take(&mut rest)?;
-        let v = take(&mut rest)?;
+        let k = take(&mut rest).ok_or_else(|| bad("truncated"))?;
+        let v = take(&mut rest).ok_or_else(|| bad("truncated"))?;
         out.push((k, v));
     }
     Ok(out)

@@ -712,7 +712,8 @@ fn snapshots_with_and_without_row_owners_install_with_owners() {
     let without: Vec<_> = snapshot::parse_snapshot(&blob)
         .expect("parse")
         .into_iter()
-        .filter(|(k, _)| k.first() != Some(&schema::ROW_OWNER) && k != schema::META_OWNERS_STATE)
+        .filter(|(k, _)| k.first() != Some(&schema::ROW_OWNER) && *k != schema::META_OWNERS_STATE)
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
         .collect();
     let older_blob = snapshot::encode_snapshot(without);
     for blob in [blob, older_blob] {
