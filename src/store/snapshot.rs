@@ -101,12 +101,12 @@ impl Store {
         let (mut state, mut owners_state) = (None, None);
         for (k, v) in entries {
             if k == META_STATE {
-                revision = decode_state(&v).map_or(revision, |(_, rev)| rev);
+                revision = decode_state(v).map_or(revision, |(_, rev)| rev);
                 state = Some(v);
             } else if k == META_OWNERS_STATE {
                 owners_state = Some(v);
             } else if k == OLD_META_REVISION {
-                revision = decode_i64(&v).unwrap_or(revision);
+                revision = decode_i64(v).unwrap_or(revision);
             } else if !matches!(k.first(), Some(&OLD_INDEX) | Some(&OLD_LIVE))
                 && k != OLD_META_APPLIED
             {
