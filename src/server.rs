@@ -151,11 +151,13 @@ pub async fn serve(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Result<(
             }
         }
     }
-    for task in tasks {
+    for (url, task) in node.config.listen.iter().zip(tasks) {
         match task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!("listener stopped: {e}"),
-            Err(e) => tracing::error!("listener task failed: {e}"),
+            // The shutdown signal (or a listener that ended without an error: never
+            // expected, and worth seeing in the log).
+            Ok(Ok(())) => tracing::info!("stopped serving the etcd API on {url}"),
+            Ok(Err(e)) => tracing::error!("listener on {url} stopped: {e}"),
+            Err(e) => tracing::error!("listener task on {url} failed: {e}"),
         }
     }
     for task in metrics_listeners {
