@@ -122,9 +122,7 @@ impl Pair {
         let text = op.to_string();
         let answer = self.run(op).await;
         answer.revision().unwrap_or_else(|| {
-            let log = self.oracle.log();
-            let tail: Vec<&str> = log.lines().rev().take(30).collect::<Vec<_>>();
-            let tail = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+            let tail = self.oracle.log_tail(30);
             panic!("oracle failed `{text}`: {answer:?}\n--- oracle log tail ---\n{tail}")
         })
     }
@@ -199,9 +197,7 @@ impl Pair {
     }
 
     fn subject_log_tail(&self) -> String {
-        let log = self.subject.log();
-        let lines: Vec<&str> = log.lines().collect();
-        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+        let tail = self.subject.log_tail(20);
         format!("--- last lines of {}'s log ---\n{tail}", subject_name())
     }
 

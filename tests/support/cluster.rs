@@ -265,9 +265,7 @@ impl Node {
 
     /// The last `lines` lines of the log.
     pub fn log_tail(&self, lines: usize) -> String {
-        let log = self.log();
-        let all: Vec<&str> = log.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        super::last_lines(&self.log(), lines)
     }
 
     /// A client of this node only (requests time out after the cluster's client timeout).

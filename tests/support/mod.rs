@@ -43,6 +43,12 @@ pub fn free_port() -> u16 {
     panic!("no free port in {TEST_PORTS:?}")
 }
 
+/// The last `n` lines of `text` (a server's log, for failure messages).
+pub fn last_lines(text: &str, n: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(n)..].join("\n")
+}
+
 /// Path of the raftkine binary under test.
 pub fn raftkine_bin() -> PathBuf {
     if let Ok(p) = std::env::var("RAFTKINE_BIN") {
@@ -224,6 +230,11 @@ impl Server {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// The last `lines` lines of the server's stderr so far.
+    pub fn log_tail(&self, lines: usize) -> String {
+        last_lines(&self.log(), lines)
+    }
+
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
@@ -301,14 +312,11 @@ impl Server {
             None if self.child.is_some() => "was running".to_string(),
             None => "was stopped by the test".to_string(),
         };
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        let tail = lines[lines.len().saturating_sub(LINES)..].join("\n");
         eprintln!(
-            "{:?} server on {} {state}; the last {} lines of its log:\n{tail}",
+            "{:?} server on {} {state}; the end of its log:\n{}",
             self.kind,
             self.endpoint,
-            LINES.min(lines.len())
+            self.log_tail(LINES)
         );
     }
 }
