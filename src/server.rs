@@ -125,7 +125,7 @@ pub async fn serve(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Result<(
                         ClientIo::new(s, info, plain)
                     })
                 });
-                tasks.push(spawn_listener(router, Box::pin(incoming), signal));
+                tasks.push((url, spawn_listener(router, Box::pin(incoming), signal)));
             }
             ListenAddr::Unix(path) => {
                 if path.exists() {
@@ -147,11 +147,11 @@ pub async fn serve(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Result<(
                         ClientIo::new(s, info, plain)
                     })
                 });
-                tasks.push(spawn_listener(router, Box::pin(incoming), signal));
+                tasks.push((url, spawn_listener(router, Box::pin(incoming), signal)));
             }
         }
     }
-    for (url, task) in node.config.listen.iter().zip(tasks) {
+    for (url, task) in tasks {
         match task.await {
             // The shutdown signal (or a listener that ended without an error: never
             // expected, and worth seeing in the log).
