@@ -196,11 +196,15 @@ impl EtcdProcess {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start etcd");
-        for _ in 0..400 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let mut child = child;
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let alive = || match child.try_wait() {
+            Ok(Some(status)) => Err(format!("etcd exited early ({status})")),
+            _ => Ok(()),
+        };
+        if let Err(e) = crate::support::listening::wait_until_serving(pid, port, deadline, alive) {
+            panic!("etcd on port {port} is not serving: {e:?}");
         }
         EtcdProcess {
             child,

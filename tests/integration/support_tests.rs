@@ -215,6 +215,28 @@ mod cluster_helpers {
     }
 
     #[test]
+    fn only_the_process_holding_the_listening_socket_serves_a_port() {
+        use crate::support::listening::{listeners_of, listens_on};
+        let me = std::process::id();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(listens_on(me, port));
+        assert!(
+            listeners_of(port).contains(&me.to_string()),
+            "{}",
+            listeners_of(port)
+        );
+        // A connected socket on the port is not a listener, and neither is another process.
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let source = stream.local_addr().unwrap().port();
+        assert!(!listens_on(me, source));
+        assert!(!listens_on(1, port));
+        drop(listener);
+        assert!(!listens_on(me, port));
+        assert!(listeners_of(port).starts_with("no socket listens"));
+    }
+
+    #[test]
     fn free_ports_are_distinct_bindable_and_outside_the_ephemeral_range() {
         let ports: Vec<u16> = (0..200).map(|_| crate::support::free_port()).collect();
         let distinct: std::collections::HashSet<_> = ports.iter().collect();

@@ -316,8 +316,17 @@ impl Node {
     /// did not listen within the ready timeout.
     fn try_wait_listening(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + self.ready_timeout;
-        while Instant::now() < deadline {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+        let Some(pid) = self.child.as_ref().map(|c| c.id()) else {
+            return Err(format!("{} was not started", self.name));
+        };
+        let child = &mut self.child;
+        let alive = || match child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(status))) => Err(status.to_string()),
+            _ => Ok(()),
+        };
+        match super::listening::wait_until_serving(pid, self.client_port, deadline, alive) {
+            Ok(()) => return Ok(()),
+            Err(super::listening::NotServing::Exited(status)) => {
                 self.pid.store(0, Ordering::SeqCst);
                 self.child = None;
                 return Err(format!(
@@ -327,10 +336,7 @@ impl Node {
                     self.panic_message()
                 ));
             }
-            if std::net::TcpStream::connect(("127.0.0.1", self.client_port)).is_ok() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
+            Err(super::listening::NotServing::NotListening) => {}
         }
         let report = self
             .child

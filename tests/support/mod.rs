@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod diagnose;
 pub mod linearizability;
+pub mod listening;
 pub mod microk8s;
 pub mod proxy;
 
@@ -237,26 +238,29 @@ impl Server {
 
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!("{:?} exited early ({status}):\n{}", self.kind, self.log());
-                }
-            }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let (kind, log_path) = (self.kind, self.log_path());
+        let Some(child) = self.child.as_mut() else {
+            panic!("{kind:?} was not started")
+        };
+        let pid = child.id();
+        let alive = || match child.try_wait() {
+            Ok(Some(status)) => Err(format!(
+                "{kind:?} exited early ({status}):\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            )),
+            _ => Ok(()),
+        };
+        match listening::wait_until_serving(pid, self.port, deadline, alive) {
+            Ok(()) => {}
+            Err(listening::NotServing::Exited(report)) => panic!("{report}"),
+            Err(listening::NotServing::NotListening) => panic!(
+                "{:?} did not listen on port {} within 30 s:\n{}\n{}",
+                self.kind,
+                self.port,
+                self.log(),
+                diagnose::process_report(pid, &self.data_dir)
+            ),
         }
-        let report = self
-            .pid()
-            .map(|pid| diagnose::process_report(pid, &self.data_dir))
-            .unwrap_or_default();
-        panic!(
-            "{:?} did not listen within 30 s:\n{}\n{report}",
-            self.kind,
-            self.log()
-        );
     }
 
     /// kill -9, leaving the data dir for a restart.
@@ -313,9 +317,10 @@ impl Server {
             None => "was stopped by the test".to_string(),
         };
         eprintln!(
-            "{:?} server on {} {state}; the end of its log:\n{}",
+            "{:?} server on {} {state} at {}; the end of its log:\n{}",
             self.kind,
             self.endpoint,
+            humantime::format_rfc3339_micros(std::time::SystemTime::now()),
             self.log_tail(LINES)
         );
     }
