@@ -15,10 +15,19 @@
 //! - a client (the load tool): more than one answer arrived since the last write, so several
 //!   callers were woken and their next requests are coming.
 //!
-//! With one call at a time nothing waits. Both rules come from the frame headers of the bytes
-//! read and written, so the wrapper must see plaintext HTTP/2 (under TLS it is not used).
+//! A server also holds the start of an answer (its headers and message) for its end: h2 hands a
+//! unary answer's trailers over only after the connection took the message, so they left in a
+//! second write, and a client woken by the message alone had to be woken again for them (a
+//! 1-client get with a 256-byte value: two writes per get, and 12–20 % fewer gets per second).
+//! That flush reports done without writing and without a yield; the trailers' arrival brings
+//! the next flush, or a 1 ms timer does if they are slow to come (a streamed answer).
+//!
+//! Otherwise, with one call at a time nothing waits. The rules come from the frame headers of
+//! the bytes read and written, so the wrapper must see plaintext HTTP/2 (under TLS it is not
+//! used).
 
 use std::collections::HashSet;
+use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -32,9 +41,14 @@ use crate::http2_frame::{
 /// Bytes held before a write must reach the socket; larger writes go straight through.
 const HOLD_LIMIT: usize = 64 * 1024;
 
+/// How long the start of an answer may wait for its end before it is written alone.
+const ANSWER_END_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// What a frame does to its stream, as far as coalescing cares.
 #[derive(Debug, PartialEq, Eq)]
 enum StreamEvent {
+    /// HEADERS or DATA without END_STREAM: the sender has more to send on the stream.
+    Continued(u32),
     /// HEADERS or DATA with END_STREAM: the sender has finished its side.
     Ended(u32),
     /// RST_STREAM: the stream is gone.
@@ -76,6 +90,7 @@ impl FrameScanner {
                     DATA | HEADERS if header.flags & END_STREAM != 0 => {
                         on_event(StreamEvent::Ended(header.stream))
                     }
+                    DATA | HEADERS => on_event(StreamEvent::Continued(header.stream)),
                     RST_STREAM => on_event(StreamEvent::Reset(header.stream)),
                     _ => {}
                 }
@@ -89,10 +104,13 @@ impl FrameScanner {
 /// Which side of the connection this is, with the state its rule needs.
 enum Side {
     /// Requests the client has finished sending and the server has not answered to the end;
-    /// and streams the server ended before the client did (an early answer), whose ending by
-    /// the client must not count as a new request.
+    /// those of them whose answer has begun (its trailers follow at once: tonic writes a
+    /// unary answer's headers and message first, and h2 hands its trailers over only once
+    /// the connection has written those); and streams the server ended before the client
+    /// did (an early answer), whose ending by the client must not count as a new request.
     Server {
         unanswered: HashSet<u32>,
+        answering: HashSet<u32>,
         answered_early: HashSet<u32>,
     },
     /// Answers that ended since the last write.
@@ -106,6 +124,7 @@ impl Side {
                 Side::Server {
                     unanswered,
                     answered_early,
+                    ..
                 },
                 StreamEvent::Ended(id),
             ) => {
@@ -116,32 +135,42 @@ impl Side {
             (
                 Side::Server {
                     unanswered,
+                    answering,
                     answered_early,
                 },
                 StreamEvent::Reset(id),
             ) => {
                 unanswered.remove(&id);
+                answering.remove(&id);
                 answered_early.remove(&id);
             }
             (Side::Client { answered }, StreamEvent::Ended(_)) => *answered += 1,
-            (Side::Client { .. }, StreamEvent::Reset(_)) => {}
+            (_, StreamEvent::Continued(_)) | (Side::Client { .. }, StreamEvent::Reset(_)) => {}
         }
     }
 
     fn written(&mut self, event: StreamEvent) {
         if let Side::Server {
             unanswered,
+            answering,
             answered_early,
         } = self
         {
             match event {
+                StreamEvent::Continued(id) => {
+                    if unanswered.contains(&id) {
+                        answering.insert(id);
+                    }
+                }
                 StreamEvent::Ended(id) => {
+                    answering.remove(&id);
                     if !unanswered.remove(&id) {
                         answered_early.insert(id);
                     }
                 }
                 StreamEvent::Reset(id) => {
                     unanswered.remove(&id);
+                    answering.remove(&id);
                     answered_early.remove(&id);
                 }
             }
@@ -153,6 +182,11 @@ impl Side {
             Side::Server { unanswered, .. } => unanswered.len() > 1,
             Side::Client { answered } => *answered > 1,
         }
+    }
+
+    /// A server's answer to a finished request has begun and not ended.
+    fn answer_begun(&self) -> bool {
+        matches!(self, Side::Server { answering, .. } if !answering.is_empty())
     }
 
     fn wrote(&mut self) {
@@ -170,6 +204,9 @@ pub struct Coalesce<S> {
     sent: usize,
     /// The current flush has yielded once already.
     yielded: bool,
+    /// A flush was answered without writing, to wait for the end of a begun answer; the
+    /// timer makes sure a later flush writes the bytes if that end is slow to come.
+    awaiting_answer_end: Option<Pin<Box<tokio::time::Sleep>>>,
     read_frames: FrameScanner,
     written_frames: FrameScanner,
     side: Side,
@@ -180,6 +217,7 @@ impl<S> Coalesce<S> {
     pub fn server(inner: S) -> Coalesce<S> {
         let side = Side::Server {
             unanswered: HashSet::new(),
+            answering: HashSet::new(),
             answered_early: HashSet::new(),
         };
         Coalesce::new(
@@ -211,6 +249,7 @@ impl<S> Coalesce<S> {
             held: Vec::new(),
             sent: 0,
             yielded: false,
+            awaiting_answer_end: None,
             read_frames,
             written_frames,
             side,
@@ -247,6 +286,7 @@ impl<S: AsyncWrite + Unpin> Coalesce<S> {
         }
         self.held.clear();
         self.sent = 0;
+        self.awaiting_answer_end = None;
         self.side.wrote();
         if self.held.capacity() > 2 * HOLD_LIMIT {
             self.held = Vec::new();
@@ -331,6 +371,19 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if this.pending_bytes() > 0
+            && this.awaiting_answer_end.is_none()
+            && this.side.answer_begun()
+        {
+            // The answer's trailers come from its own task, which h2 wakes as it takes the
+            // message: report the flush done and write everything at the next one, which the
+            // trailers' arrival brings (or the timer, whichever is first).
+            let mut timer = Box::pin(tokio::time::sleep(ANSWER_END_WAIT));
+            if timer.as_mut().poll(cx).is_pending() {
+                this.awaiting_answer_end = Some(timer);
+                return Poll::Ready(Ok(()));
+            }
+        }
         if this.pending_bytes() > 0 && !this.yielded && this.side.more_is_coming() {
             // Waking a task while it runs makes tokio queue it behind the tasks already ready
             // (not in its "run next" slot), so the tasks finishing the other messages go first.
@@ -454,7 +507,12 @@ mod tests {
             }
             assert_eq!(
                 events,
-                vec![StreamEvent::Ended(1), StreamEvent::Reset(5)],
+                vec![
+                    StreamEvent::Continued(1),
+                    StreamEvent::Ended(1),
+                    StreamEvent::Continued(3),
+                    StreamEvent::Reset(5)
+                ],
                 "chunks of {chunk}"
             );
         }
@@ -502,6 +560,77 @@ mod tests {
         assert!(Pin::new(&mut io).poll_flush(&mut cx).is_ready());
         assert_eq!(io.get_ref().writes.len(), 2);
         assert_eq!(*wakes.0.lock().unwrap(), 1);
+    }
+
+    /// A server that has read one finished request (stream 1) and the opening of a stream the
+    /// client keeps open (3, like a watch).
+    fn server_with_one_request(cx: &mut Context<'_>) -> Coalesce<Recorder> {
+        let mut incoming = vec![0u8; CLIENT_PREFACE_LEN];
+        incoming.extend(frame(HEADERS, 0x4, 1, b"h"));
+        incoming.extend(frame(DATA, END_STREAM, 1, b"request"));
+        incoming.extend(frame(HEADERS, 0x4, 3, b"h"));
+        let mut io = Coalesce::server(Recorder {
+            incoming,
+            ..Recorder::default()
+        });
+        read_all(&mut io, cx);
+        io
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        let built = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build();
+        built.unwrap()
+    }
+
+    #[test]
+    fn a_server_holds_the_start_of_an_answer_until_its_trailers() {
+        let rt = runtime();
+        let _in_runtime = rt.enter();
+        let wakes = Arc::new(Wakes::default());
+        let waker = std::task::Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut io = server_with_one_request(&mut cx);
+
+        // The answer's headers and message: the flush reports done without writing.
+        let start = [frame(HEADERS, 0x4, 1, b"h"), frame(DATA, 0, 1, b"answer")].concat();
+        let _ = Pin::new(&mut io).poll_write(&mut cx, &start);
+        assert!(Pin::new(&mut io).poll_flush(&mut cx).is_ready());
+        assert!(io.get_ref().writes.is_empty());
+
+        // Its trailers: all of it leaves in one write.
+        let trailers = frame(HEADERS, 0x4 | END_STREAM, 1, b"t");
+        let _ = Pin::new(&mut io).poll_write(&mut cx, &trailers);
+        assert!(Pin::new(&mut io).poll_flush(&mut cx).is_ready());
+        assert_eq!(io.get_ref().writes, vec![[start, trailers].concat()]);
+
+        // Messages on the open stream go out at once.
+        let event = frame(DATA, 0, 3, b"event");
+        let _ = Pin::new(&mut io).poll_write(&mut cx, &event);
+        assert!(Pin::new(&mut io).poll_flush(&mut cx).is_ready());
+        assert_eq!(io.get_ref().writes.len(), 2);
+        assert_eq!(*wakes.0.lock().unwrap(), 0, "nothing waited on a wake");
+    }
+
+    #[test]
+    fn the_start_of_an_answer_is_written_when_its_end_is_slow_to_come() {
+        let rt = runtime();
+        let wakes = Arc::new(Wakes::default());
+        let waker = std::task::Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut io = rt.block_on(async { server_with_one_request(&mut cx) });
+        let start = [frame(HEADERS, 0x4, 1, b"h"), frame(DATA, 0, 1, b"message")].concat();
+        rt.block_on(async {
+            let _ = Pin::new(&mut io).poll_write(&mut cx, &start);
+            assert!(Pin::new(&mut io).poll_flush(&mut cx).is_ready());
+            assert!(io.get_ref().writes.is_empty());
+            tokio::time::sleep(ANSWER_END_WAIT * 5).await;
+        });
+        // The timer woke the connection, whose next flush writes what was held.
+        assert_eq!(*wakes.0.lock().unwrap(), 1);
+        assert!(Pin::new(&mut io).poll_flush(&mut cx).is_ready());
+        assert_eq!(io.get_ref().writes, vec![start]);
     }
 
     #[test]
