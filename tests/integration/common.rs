@@ -197,13 +197,8 @@ impl EtcdProcess {
             .spawn()
             .expect("start etcd");
         let mut child = child;
-        let pid = child.id();
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        let alive = || match child.try_wait() {
-            Ok(Some(status)) => Err(format!("etcd exited early ({status})")),
-            _ => Ok(()),
-        };
-        if let Err(e) = crate::support::listening::wait_until_serving(pid, port, deadline, alive) {
+        if let Err(e) = crate::support::listening::wait_until_serving(&mut child, port, deadline) {
             panic!("etcd on port {port} is not serving: {e:?}");
         }
         EtcdProcess {

@@ -316,15 +316,10 @@ impl Node {
     /// did not listen within the ready timeout.
     fn try_wait_listening(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + self.ready_timeout;
-        let Some(pid) = self.child.as_ref().map(|c| c.id()) else {
+        let Some(child) = self.child.as_mut() else {
             return Err(format!("{} was not started", self.name));
         };
-        let child = &mut self.child;
-        let alive = || match child.as_mut().map(|c| c.try_wait()) {
-            Some(Ok(Some(status))) => Err(status.to_string()),
-            _ => Ok(()),
-        };
-        match super::listening::wait_until_serving(pid, self.client_port, deadline, alive) {
+        match super::listening::wait_until_serving(child, self.client_port, deadline) {
             Ok(()) => return Ok(()),
             Err(super::listening::NotServing::Exited(status)) => {
                 self.pid.store(0, Ordering::SeqCst);
@@ -878,44 +873,9 @@ impl Cluster {
 /// Which of `pids` (by position; 0 = not running) owns the socket connected from `source` to
 /// 127.0.0.1:`proxy_port`, found through /proc/net/tcp and /proc/PID/fd.
 pub fn owner_of_connection(source: SocketAddr, proxy_port: u16, pids: &[u32]) -> Option<usize> {
-    let inode = socket_inode(source.port(), proxy_port)?;
-    let link = format!("socket:[{inode}]");
+    let inode = super::listening::connection_inode(source.port(), proxy_port)?;
     pids.iter()
-        .position(|&pid| pid != 0 && process_has_fd(pid, &link))
-}
-
-/// The inode of the socket whose local port is `local` and remote port `remote`.
-fn socket_inode(local: u16, remote: u16) -> Option<u64> {
-    let port_of = |field: &str| {
-        let hex = field.rsplit(':').next()?;
-        u16::from_str_radix(hex, 16).ok()
-    };
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            if fields.len() > 9
-                && port_of(fields[1]) == Some(local)
-                && port_of(fields[2]) == Some(remote)
-            {
-                return fields[9].parse().ok();
-            }
-        }
-    }
-    None
-}
-
-fn process_has_fd(pid: u32, link: &str) -> bool {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
-    };
-    fds.flatten().any(|fd| {
-        std::fs::read_link(fd.path())
-            .map(|target| target.as_os_str() == link)
-            .unwrap_or(false)
-    })
+        .position(|&pid| pid != 0 && super::listening::socket_inodes_of(pid).contains(&inode))
 }
 
 // ---------------------------------------------------------------------------------------------

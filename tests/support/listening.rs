@@ -1,39 +1,72 @@
-//! Whether a given process is the one listening on a TCP port, read from /proc.
+//! Which process holds which TCP socket, read from /proc (`/proc/net/tcp`, `/proc/PID/fd`).
 //!
 //! A successful connect to a server's port only says that something answered there. The suites
-//! wait on this instead, so that they never start talking to a port before their own server
-//! listens on it, and they can say who else held the port when something did.
+//! wait until the server's own process listens on it instead, so that they never start talking
+//! to a port before their own server listens on it, and they can say who else held the port
+//! when something did. The partition helpers use the same tables to find which member owns a
+//! connection.
 
 use std::collections::HashSet;
 
-/// The inodes of the sockets listening on TCP `port` (IPv4 and IPv6) in this network namespace.
-fn listening_inodes(port: u16) -> HashSet<u64> {
+/// One row of the kernel's TCP socket tables.
+struct TcpSocket {
+    local_port: u16,
+    remote_port: u16,
+    listening: bool,
+    inode: u64,
+}
+
+/// Every TCP socket (IPv4 and IPv6) in this network namespace.
+fn tcp_sockets() -> Vec<TcpSocket> {
     const LISTEN: &str = "0A";
-    let mut inodes = HashSet::new();
+    let port_of = |field: &str| {
+        let hex = field.rsplit(':').next()?;
+        u16::from_str_radix(hex, 16).ok()
+    };
+    let mut sockets = vec![];
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let text = std::fs::read_to_string(table).unwrap_or_default();
         // Fields: sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
-        for fields in text
-            .lines()
-            .skip(1)
-            .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        {
-            let local_port = fields
-                .get(1)
-                .and_then(|a| a.rsplit_once(':'))
-                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
-            if local_port == Some(port) && fields.get(3) == Some(&LISTEN) {
-                if let Some(inode) = fields.get(9).and_then(|i| i.parse().ok()) {
-                    inodes.insert(inode);
-                }
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() <= 9 {
+                continue;
             }
+            let (Some(local_port), Some(remote_port), Ok(inode)) =
+                (port_of(fields[1]), port_of(fields[2]), fields[9].parse())
+            else {
+                continue;
+            };
+            sockets.push(TcpSocket {
+                local_port,
+                remote_port,
+                listening: fields[3] == LISTEN,
+                inode,
+            });
         }
     }
-    inodes
+    sockets
+}
+
+/// The inodes of the sockets listening on TCP `port`.
+fn listening_inodes(port: u16) -> HashSet<u64> {
+    tcp_sockets()
+        .into_iter()
+        .filter(|s| s.listening && s.local_port == port)
+        .map(|s| s.inode)
+        .collect()
+}
+
+/// The inode of the socket whose local port is `local` and remote port `remote`.
+pub fn connection_inode(local: u16, remote: u16) -> Option<u64> {
+    tcp_sockets()
+        .into_iter()
+        .find(|s| s.local_port == local && s.remote_port == remote)
+        .map(|s| s.inode)
 }
 
 /// The socket inodes among process `pid`'s open files.
-fn socket_inodes_of(pid: u32) -> HashSet<u64> {
+pub fn socket_inodes_of(pid: u32) -> HashSet<u64> {
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
         return HashSet::new();
     };
@@ -90,25 +123,27 @@ pub fn listeners_of(port: u16) -> String {
 /// Why a server is not serving.
 #[derive(Debug)]
 pub enum NotServing {
-    /// The process ended: what the liveness check said.
-    Exited(String),
+    /// The process ended, with this status.
+    Exited(std::process::ExitStatus),
     /// The deadline passed with the process running but not listening.
     NotListening,
 }
 
-/// Waits for the connect to `port` to be answered by process `pid` itself, checking `alive`
-/// between tries, until `deadline`. A port that answers while `pid` does not listen on it is
-/// reported once on stderr (with who listens there), since the test would otherwise talk to a
-/// stranger or to nobody.
+/// Waits for the connect to `port` to be answered by process `child` itself, until `deadline`
+/// or until `child` exits. A port that answers while `child` does not listen on it is reported
+/// once on stderr (with who listens there), since the test would otherwise talk to a stranger
+/// or to nobody.
 pub fn wait_until_serving(
-    pid: u32,
+    child: &mut std::process::Child,
     port: u16,
     deadline: std::time::Instant,
-    mut alive: impl FnMut() -> Result<(), String>,
 ) -> Result<(), NotServing> {
+    let pid = child.id();
     let mut reported_stranger = false;
     while std::time::Instant::now() < deadline {
-        alive().map_err(NotServing::Exited)?;
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(NotServing::Exited(status));
+        }
         if listens_on(pid, port) && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Ok(());
         }

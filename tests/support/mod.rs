@@ -238,21 +238,15 @@ impl Server {
 
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let (kind, log_path) = (self.kind, self.log_path());
         let Some(child) = self.child.as_mut() else {
-            panic!("{kind:?} was not started")
+            panic!("{:?} was not started", self.kind)
         };
         let pid = child.id();
-        let alive = || match child.try_wait() {
-            Ok(Some(status)) => Err(format!(
-                "{kind:?} exited early ({status}):\n{}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            )),
-            _ => Ok(()),
-        };
-        match listening::wait_until_serving(pid, self.port, deadline, alive) {
+        match listening::wait_until_serving(child, self.port, deadline) {
             Ok(()) => {}
-            Err(listening::NotServing::Exited(report)) => panic!("{report}"),
+            Err(listening::NotServing::Exited(status)) => {
+                panic!("{:?} exited early ({status}):\n{}", self.kind, self.log())
+            }
             Err(listening::NotServing::NotListening) => panic!(
                 "{:?} did not listen on port {} within 30 s:\n{}\n{}",
                 self.kind,
