@@ -6,7 +6,7 @@ CARGO ?= cargo
 DATA_DIR ?= ./raftkine-data
 LISTEN ?= tcp://127.0.0.1:2379
 
-.PHONY: run test check etcd bench build
+.PHONY: run test check etcd bench build profile
 
 build:
 	$(CARGO) build --release --bin raftkine
@@ -37,3 +37,9 @@ check:
 bench: etcd
 	$(CARGO) build --release -p raftkine-bench
 	./target/release/raftkine-bench compare
+
+# Whose code a single-node raftkine's CPU goes to during one scenario (needs perf and python3):
+#   make profile ARGS="put --val-size 256 --total 60000 --conns 100 --clients 1000"
+profile:
+	$(CARGO) build --release --bins -p raftkine -p raftkine-bench
+	bench/profile/profile.sh $(ARGS)

@@ -46,6 +46,12 @@ const GROUP_REVISIONS: usize = 256;
 /// tonic client accepts by default).
 const GROUP_BYTES: usize = 1 << 20;
 
+/// Responses a stream may have waiting to be encoded before its task waits for the client
+/// (etcd's server keeps 128). Each waiting catch-up response holds its events' handles, so
+/// 10,000 watchers catching up on 10 streams peaked 0.3-0.7 MiB higher with 256, and the
+/// fan-out of the watch benchmark did not move between the two (bench/README.md, session 11).
+const PENDING_RESPONSES: usize = 64;
+
 pub struct WatchService {
     node: Arc<Node>,
 }
@@ -66,7 +72,7 @@ impl Watch for WatchService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         require_leader_if_asked(&self.node, &request)?;
         let incoming = request.into_inner();
-        let (out, responses) = mpsc::channel(256);
+        let (out, responses) = mpsc::channel(PENDING_RESPONSES);
         let (feed, synced) = self.node.hub.subscribe();
         let stream = WatchStream {
             node: self.node.clone(),
@@ -100,33 +106,26 @@ struct Watcher {
 }
 
 impl Watcher {
-    /// The encoded events of `batch` this watcher wants, as it wants them.
-    fn select(&self, batch: &RevisionEvents) -> Vec<Bytes> {
-        let wanted: Vec<usize> = batch
-            .events
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| {
-                let is_put = e.r#type == EventType::Put as i32;
-                let key = e.kv.as_ref().map(|kv| kv.key.as_slice()).unwrap_or(&[]);
-                self.range.contains(key) && !(is_put && self.no_put) && (is_put || !self.no_delete)
-            })
-            .map(|(i, _)| i)
-            .collect();
-        if wanted.is_empty() {
-            return vec![];
+    /// Adds to `selected` the encoded events of `batch` this watcher wants, as it wants them.
+    fn select_into(&self, batch: &RevisionEvents, selected: &mut Vec<Bytes>) {
+        for (i, e) in batch.events.iter().enumerate() {
+            let is_put = e.r#type == EventType::Put as i32;
+            let key = e.kv.as_ref().map(|kv| kv.key.as_slice()).unwrap_or(&[]);
+            let wanted =
+                self.range.contains(key) && !(is_put && self.no_put) && (is_put || !self.no_delete);
+            if !wanted {
+                continue;
+            }
+            // Encoded on first use, by whichever watcher wants an event of the batch first.
+            let Some(encoded) = batch.encoded().get(i) else {
+                continue;
+            };
+            selected.push(if self.prev_kv {
+                encoded.with_prev.clone()
+            } else {
+                encoded.without_prev.clone()
+            });
         }
-        let encoded = batch.encoded();
-        wanted
-            .into_iter()
-            .map(|i| {
-                if self.prev_kv {
-                    encoded[i].with_prev.clone()
-                } else {
-                    encoded[i].without_prev.clone()
-                }
-            })
-            .collect()
     }
 }
 
@@ -371,7 +370,10 @@ impl WatchStream {
             let Some(w) = self.watchers.get_mut(&id) else {
                 return Ok(());
             };
-            let selected: Vec<Bytes> = history.iter().flat_map(|b| w.select(b)).collect();
+            let mut selected = vec![];
+            for batch in &history {
+                w.select_into(batch, &mut selected);
+            }
             w.next_rev = to + 1;
             if !selected.is_empty() {
                 w.sent_since_tick = true;
@@ -400,22 +402,27 @@ impl WatchStream {
         let Some(header_rev) = group.last().map(|b| b.revision) else {
             return Ok(());
         };
-        let mut outgoing = vec![];
-        for (id, w) in self.watchers.iter_mut() {
+        // One watcher at a time, selected and then sent: a stream that lagged gets groups of
+        // hundreds of revisions, and holding every watcher's selection until the last one is
+        // made held hundreds of event handles per watcher beyond what waits in the channel.
+        let ids: Vec<i64> = self.watchers.keys().copied().collect();
+        for id in ids {
+            let Some(w) = self.watchers.get_mut(&id) else {
+                continue;
+            };
             let mut selected = vec![];
             for batch in group {
                 if w.next_rev > batch.revision {
                     continue;
                 }
-                selected.extend(w.select(batch));
+                w.select_into(batch, &mut selected);
             }
             w.next_rev = w.next_rev.max(header_rev + 1);
-            if !selected.is_empty() {
-                w.sent_since_tick = true;
-                outgoing.push((*id, selected, w.fragment));
+            if selected.is_empty() {
+                continue;
             }
-        }
-        for (id, selected, fragment) in outgoing {
+            w.sent_since_tick = true;
+            let fragment = w.fragment;
             self.send_events(id, header_rev, selected, fragment).await?;
         }
         Ok(())
