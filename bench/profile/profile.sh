@@ -32,10 +32,15 @@ cleanup() {
     [ -n "${KEEP:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
+ready=
 for _ in $(seq 100); do
-    "$bench" --endpoints "127.0.0.1:$port" range probe --total 1 >/dev/null 2>&1 && break
+    if "$bench" --endpoints "127.0.0.1:$port" range probe --total 1 >/dev/null 2>&1; then
+        ready=1
+        break
+    fi
     sleep 0.1
 done
+[ -n "$ready" ] || { echo "raftkine did not answer on 127.0.0.1:$port within 10 s:"; tail -20 "$work/server.log"; exit 1; }
 
 # A short warm-up run first, so the profile is of a server in its steady state.
 "$bench" --endpoints "127.0.0.1:$port" "$@" --max-seconds 2 >/dev/null 2>&1 || true
