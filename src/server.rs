@@ -134,8 +134,7 @@ pub async fn serve(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Result<(
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir)?;
                 }
-                let listener = UnixListener::bind(&path)?;
-                set_owner_only(&path)?;
+                let listener = bind_owner_only(&path)?;
                 tracing::info!("serving the etcd API on unix socket {}", path.display());
                 let incoming = UnixListenerStream::new(listener).map(move |c| {
                     c.map(|s| {
@@ -283,10 +282,20 @@ async fn wait_for_leader(node: &Node) {
     }
 }
 
-fn set_owner_only(path: &std::path::Path) -> Result<()> {
+/// A unix socket listener at `path` that is owner-only (0600) before it accepts anyone: the
+/// socket is bound, its file made owner-only, and only then put to listening, so no client
+/// (nor a readiness check) connects while the file still has the umask's mode.
+fn bind_owner_only(path: &std::path::Path) -> Result<UnixListener> {
+    use socket2::{Domain, SockAddr, Socket, Type};
     use std::os::unix::fs::PermissionsExt;
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.bind(&SockAddr::unix(path)?)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(())
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(UnixListener::from_std(
+        std::os::unix::net::UnixListener::from(socket),
+    )?)
 }
 
 #[cfg(test)]
