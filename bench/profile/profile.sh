@@ -4,11 +4,14 @@
 # and python3, and a release build of both binaries (`cargo build --release --bins`).
 #
 #   bench/profile/profile.sh put --key-size 8 --val-size 256 --sequential-keys \
-#       --key-space-size 30000 --total 60000 --conns 100 --clients 1000
+#       --key-space-size 30000 --total 30000 --conns 100 --clients 1000
 #
-# The arguments are a raftkine-bench scenario with its flags (see `raftkine-bench --help`).
-# Environment: RAFTKINE_BIN (default target/release/raftkine), PERF_FREQ (default 1000 Hz),
-# KEEP=DIR to keep perf.data and the perf script output in DIR.
+# The arguments are a raftkine-bench scenario with its flags (see `raftkine-bench --help`); give
+# the flags of the `make bench` row to profile (bench/src/compare/plan.rs). Like the row, the
+# profile is of a fresh server. Environment: RAFTKINE_BIN (default target/release/raftkine),
+# PERF_FREQ (default 1000 Hz), KEEP=DIR to keep perf.data and the perf script output in DIR,
+# WARMUP=1 to run the scenario for 2 s before profiling it (a warmed-up put rewrites the keys
+# the warm-up wrote, which no `make bench` put row does).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -16,7 +19,7 @@ root=$(cd "$here/../.." && pwd)
 server=${RAFTKINE_BIN:-$root/target/release/raftkine}
 bench=$root/target/release/raftkine-bench
 freq=${PERF_FREQ:-1000}
-[ $# -gt 0 ] || { sed -n '2,12p' "$0"; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,14p' "$0"; exit 2; }
 command -v perf >/dev/null || { echo "perf is not installed (Debian: apt-get install linux-perf)"; exit 2; }
 [ -x "$server" ] && [ -x "$bench" ] || { echo "build first: cargo build --release --bins"; exit 2; }
 
@@ -42,8 +45,9 @@ for _ in $(seq 100); do
 done
 [ -n "$ready" ] || { echo "raftkine did not answer on 127.0.0.1:$port within 10 s:"; tail -20 "$work/server.log"; exit 1; }
 
-# A short warm-up run first, so the profile is of a server in its steady state.
-"$bench" --endpoints "127.0.0.1:$port" "$@" --max-seconds 2 >/dev/null 2>&1 || true
+if [ "${WARMUP:-0}" = 1 ]; then
+    "$bench" --endpoints "127.0.0.1:$port" "$@" --max-seconds 2 >/dev/null 2>&1 || true
+fi
 perf record -q -F "$freq" --call-graph dwarf,32768 -p "$pid" -o "$work/perf.data" 2>/dev/null &
 perf_pid=$!
 sleep 0.5

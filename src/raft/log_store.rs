@@ -35,9 +35,12 @@ pub enum LogStart {
     Join,
 }
 
-/// How many of the newest entries are kept in memory, and up to how many bytes of data.
+/// How many of the newest entries are kept in memory, and up to how many bytes of data. A
+/// follower more than this behind, or an apply run longer than it, reads the rest back from the
+/// WAL. Under write load a Ready carries a few hundred KiB, so 2 MiB still covers several; 8 MiB
+/// held ~8 MB more at k8s-mix's peak with no gain in throughput (bench/README.md, session 12).
 const RECENT_ENTRIES: usize = 4096;
-const RECENT_BYTES: usize = 8 * 1024 * 1024;
+const RECENT_BYTES: usize = 2 * 1024 * 1024;
 
 /// The newest entries, in index order.
 #[derive(Default)]
